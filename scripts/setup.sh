@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Set up skylift on a fresh Debian/Ubuntu machine: system packages (apt), then a
+# virtualenv in .venv with skylift and its dev tools. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+if [ "${SKYLIFT_SETUP_DEV:-0}" = 1 ]; then
+  # integration tests start a throwaway PostgreSQL
+  command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+    || need+=(postgresql)
+fi
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing system packages with apt: ${need[*]}" >&2
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv" >&2
+  python3 -m venv .venv
+fi
+extras=""
+[ "${SKYLIFT_SETUP_DEV:-0}" = 1 ] && extras="[dev]"
+stamp=".venv/.skylift-installed$extras"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "setup: installing skylift$extras into .venv" >&2
+  .venv/bin/pip install -q --disable-pip-version-check -e ".$extras"
+  touch "$stamp"
+fi

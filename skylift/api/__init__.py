@@ -1,0 +1,1 @@
+"""skylift's local HTTP API: status, events, scale, health and Prometheus metrics."""

@@ -1,0 +1,116 @@
+"""Starlette app over a running :class:`~skylift.controller.core.Controller`.
+
+``/livez`` and ``/readyz`` are open (they reveal nothing); everything else
+needs ``Authorization: Bearer <token>``. The server binds loopback only.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from skylift.controller.core import Controller, UnknownService
+
+OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz"})
+
+
+def create_app(
+    controller: Controller,
+    token: str,
+    request_shutdown: Callable[[bool], Awaitable[None]],
+) -> Starlette:
+    """Build the API; ``request_shutdown(stop_data_plane)`` ends the controller."""
+
+    async def livez(_: Request) -> Response:
+        live = controller.live()
+        return JSONResponse({"live": live}, status_code=200 if live else 503)
+
+    async def readyz(_: Request) -> Response:
+        ready = controller.started
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    async def metrics(_: Request) -> Response:
+        return Response(
+            generate_latest(controller.metrics.registry), media_type=CONTENT_TYPE_LATEST
+        )
+
+    async def services(_: Request) -> Response:
+        return JSONResponse(controller.status())
+
+    async def events(request: Request) -> Response:
+        service = request.query_params.get("service")
+        try:
+            limit = min(1000, max(1, int(request.query_params.get("limit", "100"))))
+        except ValueError:
+            return JSONResponse({"error": "limit must be an integer"}, status_code=400)
+        rows = controller.store.events(service=service, limit=limit)
+        return JSONResponse({"events": [_event_dict(e) for e in rows]})
+
+    async def scale(request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            body = await request.json()
+            replicas = int(body["replicas"])
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse(
+                {"error": 'send JSON {"replicas": N} with N an integer'}, status_code=400
+            )
+        if replicas < 0 or replicas > 1000:
+            return JSONResponse({"error": "replicas must be within 0..1000"}, status_code=400)
+        try:
+            controller.scale(name, replicas)
+        except UnknownService:
+            return JSONResponse({"error": f"no service named {name!r}"}, status_code=404)
+        return JSONResponse({"service": name, "desired": replicas})
+
+    async def shutdown(request: Request) -> Response:
+        body: dict[str, Any] = {}
+        if await request.body():
+            body = await request.json()
+        await request_shutdown(bool(body.get("stop_data_plane", True)))
+        return JSONResponse({"shutting_down": True}, status_code=202)
+
+    app = Starlette(
+        routes=[
+            Route("/livez", livez),
+            Route("/healthz", livez),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics),
+            Route("/api/v1/services", services),
+            Route("/api/v1/events", events),
+            Route("/api/v1/services/{name}/scale", scale, methods=["POST"]),
+            Route("/api/v1/shutdown", shutdown, methods=["POST"]),
+        ]
+    )
+    expected = f"Bearer {token}".encode()
+
+    @app.middleware("http")
+    async def require_token(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if request.url.path not in OPEN_PATHS:
+            given = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return JSONResponse(
+                    {"error": "missing or wrong bearer token (see <state_dir>/api-token)"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+        return await call_next(request)
+
+    return app
+
+
+def _event_dict(event: Any) -> dict[str, Any]:
+    """Events come from the store as objects or dicts; the API speaks JSON."""
+    if isinstance(event, dict):
+        return event
+    fields = ("id", "ts", "service", "kind", "level", "message", "data")
+    return {f: getattr(event, f, None) for f in fields}

@@ -1,0 +1,341 @@
+"""The ``skylift`` command line.
+
+Data goes to stdout (``-o json`` for machines), logs to stderr.
+Exit codes: 0 ok, 1 runtime failure, 2 usage error, 3 invalid config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from skylift.config import ConfigError, LoadedConfig, json_schema, load_config
+from skylift.logs import configure_logging
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
+
+
+class Output(enum.StrEnum):
+    table = "table"
+    json = "json"
+
+
+app = typer.Typer(
+    name="skylift",
+    help="Scale a web service from one VPS to multi-region autoscaling.\n\n"
+    "Exit codes: 0 ok, 1 runtime failure, 2 usage error, 3 invalid config.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Validate the config or print its JSON Schema.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+ConfigOpt = Annotated[
+    Path,
+    typer.Option("--config", "-c", envvar="SKYLIFT_CONFIG", help="skylift.yaml to use"),
+]
+OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table or json")]
+
+
+@app.callback()
+def _root(
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    log_json: Annotated[bool, typer.Option(help="logs as JSON lines")] = False,
+) -> None:
+    configure_logging(log_level, log_json)
+
+
+def fail(message: str, code: int = EXIT_FAILURE) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def load_or_exit(path: Path) -> LoadedConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+
+
+def emit(data: Any, output: Output, table: str) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str) if output == Output.json else table)
+
+
+# -- config ---------------------------------------------------------------
+
+
+@config_app.command("validate")
+def config_validate(
+    file: Annotated[Path, typer.Argument(help="the config file to check")],
+    output: OutputOpt = Output.table,
+) -> None:
+    """Check a config file; list every error with its field path and a hint (exit 3)."""
+    try:
+        loaded = load_config(file)
+    except ConfigError as exc:
+        errors = [{"path": i.path, "message": i.message, "hint": i.hint} for i in exc.issues]
+        if output == Output.json:
+            typer.echo(json.dumps({"valid": False, "errors": errors}, indent=2))
+        else:
+            typer.echo(str(exc), err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    services = sorted(loaded.config.services)
+    emit(
+        {"valid": True, "services": services},
+        output,
+        f"{file}: valid ({len(services)} service(s): {', '.join(services)})",
+    )
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the JSON Schema of skylift.yaml (committed as skylift.schema.json)."""
+    typer.echo(json.dumps(json_schema(), indent=2, sort_keys=True))
+
+
+# -- controller life cycle ------------------------------------------------------
+
+
+@app.command()
+def up(
+    config: ConfigOpt = Path("skylift.yaml"),
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="run in the background; return once ready")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for readiness (--detach)")] = 90,
+) -> None:
+    """Start the controller: replicas, HAProxy and the local API."""
+    loaded = load_or_exit(config)
+    if detach:
+        raise typer.Exit(_up_detached(loaded, timeout))
+    from skylift.controller.runner import serve
+    from skylift.store import ControllerAlreadyRunning
+
+    try:
+        code = asyncio.run(serve(loaded))
+    except ControllerAlreadyRunning as exc:
+        raise fail(str(exc)) from None
+    raise typer.Exit(code)
+
+
+def _up_detached(loaded: LoadedConfig, timeout: float) -> int:
+    from skylift.api.token import ensure_state_dir
+    from skylift.client import ApiClient, ControllerUnreachable
+
+    with ApiClient(loaded, timeout=2) as api:
+        try:
+            api.get("/api/v1/services")
+            typer.echo(f"error: a controller already runs for {loaded.path}", err=True)
+            return EXIT_FAILURE
+        except (ControllerUnreachable, RuntimeError):
+            pass
+    log_path = ensure_state_dir(loaded.state_dir) / "controller.log"
+    with open(log_path, "ab") as log_file:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "skylift", "up", "-c", str(loaded.path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            start_new_session=True,
+            env={**os.environ, "SKYLIFT_CONFIG": str(loaded.path)},
+        )
+    deadline = time.monotonic() + timeout
+    last: dict[str, Any] = {}
+    with ApiClient(loaded, timeout=2) as api:
+        while time.monotonic() < deadline:
+            if child.poll() is not None:
+                tail = log_path.read_text(errors="replace").splitlines()[-15:]
+                typer.echo(
+                    f"error: controller exited with code {child.returncode}; "
+                    f"last lines of {log_path}:\n" + "\n".join(tail),
+                    err=True,
+                )
+                return EXIT_FAILURE
+            try:
+                last = api.get("/api/v1/services")
+            except (ControllerUnreachable, RuntimeError):
+                time.sleep(0.3)
+                continue
+            services = last["services"]
+            if services and all(s["ready"] >= s["desired"] for s in services.values()):
+                typer.echo(f"skylift controller running (pid {child.pid}), log: {log_path}")
+                for name, svc in services.items():
+                    typer.echo(f"  {name}: {svc['ready']}/{svc['desired']} ready on "
+                               f"http://{svc['frontend']}/")
+                return EXIT_OK
+            time.sleep(0.3)
+    pending = {
+        n: f"{s['ready']}/{s['desired']} ready, {s.get('state')}"
+        for n, s in last.get("services", {}).items()
+    }
+    typer.echo(
+        f"error: not ready after {timeout:.0f}s: {pending or 'API never answered'}; the "
+        f"controller keeps trying (pid {child.pid}); see `skylift status` and {log_path}",
+        err=True,
+    )
+    return EXIT_FAILURE
+
+
+@app.command()
+def down(
+    config: ConfigOpt = Path("skylift.yaml"),
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the stop")] = 120,
+) -> None:
+    """Stop the controller, drain and stop every replica, and stop HAProxy."""
+    from skylift.client import ApiClient, ControllerUnreachable
+
+    loaded = load_or_exit(config)
+    with ApiClient(loaded, timeout=timeout) as api:
+        try:
+            api.post("/api/v1/shutdown", json={"stop_data_plane": True})
+        except ControllerUnreachable:
+            asyncio.run(_down_offline(loaded))
+            typer.echo("stopped (no controller was running)")
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                api.get("/livez")
+            except ControllerUnreachable:
+                typer.echo("stopped")
+                return
+            except RuntimeError:
+                pass
+            time.sleep(0.3)
+    raise fail(f"controller still answers after {timeout:.0f}s")
+
+
+async def _down_offline(loaded: LoadedConfig) -> None:
+    """Stop what a dead controller left running, found through the store."""
+    from skylift.controller.runner import build_controller
+    from skylift.store import Store
+
+    store = Store.open(loaded.store_url)
+    try:
+        with store.acquire_controller_lock(owner=f"down:{os.getpid()}"):
+            controller = build_controller(loaded, store)
+            for name, spec in loaded.config.services.items():
+                backend = controller._backends[name]
+                for replica in backend.adopt(store.replicas(service=name)):
+                    await backend.stop(replica, spec.stop_grace)
+                    store.delete_replica(replica.id)
+            await controller.balancer.stop()
+    finally:
+        store.close()
+
+
+@app.command()
+def status(config: ConfigOpt = Path("skylift.yaml"), output: OutputOpt = Output.table) -> None:
+    """Show each service's desired and ready replicas and every replica's state."""
+    from skylift.client import ApiClient, ControllerUnreachable
+
+    loaded = load_or_exit(config)
+    with ApiClient(loaded) as api:
+        try:
+            data = api.get("/api/v1/services")
+        except ControllerUnreachable as exc:
+            raise fail(str(exc)) from None
+    lines = []
+    for name, svc in data["services"].items():
+        lines.append(
+            f"{name}  {svc['ready']}/{svc['desired']} ready  {svc.get('state', '')}  "
+            f"http://{svc['frontend']}/"
+        )
+        crash = svc.get("crash") or {}
+        if crash.get("failures"):
+            lines.append(
+                f"  crash-loop: {crash['failures']} failed start(s), next in "
+                f"{crash['next_start_in']}s ({crash['last_reason']})"
+            )
+        for r in svc["replicas"]:
+            lines.append(f"  {r['id']:<14} {r['state']:<10} pid {r['pid']!s:<8} {r['address']}")
+    emit(data, output, "\n".join(lines))
+
+
+@app.command()
+def scale(
+    service: Annotated[str, typer.Argument(help="service name")],
+    replicas: Annotated[int, typer.Argument(min=0, max=1000, help="desired replicas")],
+    config: ConfigOpt = Path("skylift.yaml"),
+    output: OutputOpt = Output.table,
+) -> None:
+    """Set a service's desired replica count (kept across controller restarts)."""
+    from skylift.client import ApiClient, ControllerUnreachable
+
+    loaded = load_or_exit(config)
+    if service not in loaded.config.services:
+        raise fail(f"no service {service!r} in {config}; have: {', '.join(loaded.config.services)}")
+    with ApiClient(loaded) as api:
+        try:
+            data = api.post(f"/api/v1/services/{service}/scale", json={"replicas": replicas})
+        except (ControllerUnreachable, RuntimeError) as exc:
+            raise fail(str(exc)) from None
+    emit(data, output, f"{service}: desired {replicas}")
+
+
+@app.command()
+def events(
+    config: ConfigOpt = Path("skylift.yaml"),
+    service: Annotated[str | None, typer.Option(help="only this service")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    output: OutputOpt = Output.table,
+) -> None:
+    """List recent events (starts, health transitions, scaling, errors), newest last."""
+    from skylift.client import ApiClient, ControllerUnreachable
+
+    loaded = load_or_exit(config)
+    params: dict[str, Any] = {"limit": limit}
+    if service:
+        params["service"] = service
+    with ApiClient(loaded) as api:
+        try:
+            data = api.get("/api/v1/events", params=params)
+        except ControllerUnreachable:
+            data = {"events": _events_offline(loaded, service, limit)}
+    lines = [
+        f"{e['ts']}  {e.get('level', ''):<7} {e.get('service') or '-':<10} {e['kind']:<22} "
+        f"{e['message']}"
+        for e in data["events"]
+    ]
+    emit(data, output, "\n".join(lines))
+
+
+def _events_offline(loaded: LoadedConfig, service: str | None, limit: int) -> list[Any]:
+    from skylift.api.app import _event_dict
+    from skylift.store import Store
+
+    store = Store.open(loaded.store_url)
+    try:
+        return [_event_dict(e) for e in store.events(service=service, limit=limit)]
+    finally:
+        store.close()
+
+
+def _register_optional_commands() -> None:
+    """Commands that live in their own modules (simulator, load replayer)."""
+    import importlib
+
+    for module in ("skylift.cli_sim", "skylift.cli_load"):
+        try:
+            importlib.import_module(module).register(app)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+_register_optional_commands()
+
+
+def main() -> None:
+    app()

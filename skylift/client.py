@@ -1,0 +1,54 @@
+"""The CLI's way to talk to a running controller over its local API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from skylift.api.token import read_token
+from skylift.config import LoadedConfig
+
+
+class ControllerUnreachable(RuntimeError):
+    """No controller answers on the configured API address."""
+
+
+class ApiClient:
+    """Thin httpx wrapper that adds the bearer token and turns errors into messages."""
+
+    def __init__(self, loaded: LoadedConfig, timeout: float = 10.0) -> None:
+        self.base = f"http://{loaded.config.api.listen}"
+        token = read_token(loaded.state_dir)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._client = httpx.Client(
+            base_url=self.base, headers=headers, timeout=timeout, trust_env=False
+        )
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._client.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._client.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ControllerUnreachable(
+                f"no skylift controller answers on {self.base} ({exc.__class__.__name__}); "
+                "start one with `skylift up -c FILE`"
+            ) from None
+        if response.status_code >= 400:
+            try:
+                message = response.json().get("error", response.text)
+            except ValueError:
+                message = response.text
+            raise RuntimeError(f"{method} {path}: HTTP {response.status_code}: {message}")
+        return response.json()
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        return self.request("POST", path, **kwargs)

@@ -1,0 +1,221 @@
+"""The controller: one reconcile loop per service, plus what the API asks of it.
+
+observe -> decide -> act -> record, and reconcile on start: adopt what is
+already running (verified by the backend), re-register it in HAProxy, and
+replace what died while no controller was watching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import structlog
+
+from skylift.config import LoadedConfig
+from skylift.controller.protocols import Backend, Balancer
+from skylift.controller.recorder import ControllerMetrics, Recorder
+from skylift.controller.service import ServiceLoop
+from skylift.model import Replica, ReplicaState
+
+log = structlog.get_logger("skylift.controller")
+
+MAX_ERROR_BACKOFF = 30.0
+
+
+class UnknownService(KeyError):
+    """The API or CLI named a service the config does not have."""
+
+
+class Controller:
+    """Ties config, store, balancer and backends; never decides health itself."""
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        store: Any,
+        balancer: Balancer,
+        backends: Mapping[str, Backend],
+        clock: Callable[[], float] = time.monotonic,
+        probe: Callable[[Replica], Awaitable[bool]] | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.config = loaded.config
+        self.store = store
+        self.balancer = balancer
+        self.metrics = ControllerMetrics()
+        self.recorder = Recorder(store, self.metrics)
+        self.clock = clock
+        self.loops: dict[str, ServiceLoop] = {}
+        self.last_tick: dict[str, float] = {}
+        self.started = False
+        self._backends = backends
+        self._probe = probe
+
+    # -- start-up ---------------------------------------------------------
+
+    async def start(self) -> None:
+        """Adopt what runs, bring HAProxy up with it, create one loop per service."""
+        adopted: dict[str, list[Any]] = {}
+        for name, spec in self.config.services.items():
+            backend = self._backends[name]
+            records = self.store.replicas(service=name)
+            alive = backend.adopt(records)
+            alive_ids = {r.id for r in alive}
+            for record in records:
+                if record.id not in alive_ids:
+                    self.store.delete_replica(record.id)
+                    self.recorder.event(
+                        "replica_lost",
+                        f"{record.id} (pid {record.pid}) is gone since the last controller "
+                        "ran; it will be replaced",
+                        service=name,
+                        level="warning",
+                        replica=record.id,
+                    )
+            adopted[name] = alive
+            loop = ServiceLoop(
+                name,
+                spec,
+                backend,
+                self.balancer,
+                self.store,
+                self.recorder,
+                desired=self._initial_desired(name),
+                clock=self.clock,
+                probe=self._probe,
+            )
+            loop.adopt(alive)
+            self.loops[name] = loop
+        await self.balancer.start(self.config.services, adopted)
+        self.started = True
+
+    def _initial_desired(self, name: str) -> int:
+        """The count set by `skylift scale` survives restarts unless the config changed."""
+        configured = self.config.services[name].replicas
+        stored = self.store.desired(name)
+        if stored is None or self.store.configured_replicas(name) != configured:
+            self.store.set_desired(name, configured, configured=configured)
+            return configured
+        return int(stored)
+
+    # -- running ------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Tick every service until ``stop`` is set; one service's trouble stays its own."""
+        tasks = [
+            asyncio.create_task(self._run_service(loop, stop), name=f"service-{name}")
+            for name, loop in self.loops.items()
+        ]
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for loop in self.loops.values():
+                await loop.close()
+
+    async def _run_service(self, loop: ServiceLoop, stop: asyncio.Event) -> None:
+        errors = 0
+        last_sentence = ""
+        while not stop.is_set():
+            try:
+                sentence = await loop.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # throttled with a capped back-off, never swallowed
+                errors += 1
+                delay = min(MAX_ERROR_BACKOFF, self.config.interval * 2**errors)
+                self.metrics.tick_errors.labels(loop.name).inc()
+                log.exception("tick_failed", service=loop.name, retry_in=delay)
+                self.recorder.event(
+                    "controller_error",
+                    f"reconcile tick failed: {exc!r}; retrying in {delay:.1f}s",
+                    service=loop.name,
+                    level="error",
+                )
+                await self._sleep(delay, stop)
+                continue
+            errors = 0
+            now = time.time()
+            self.last_tick[loop.name] = self.clock()
+            self._export(loop, now)
+            if sentence != last_sentence:
+                log.info("tick", service=loop.name, decision=sentence)
+                last_sentence = sentence
+            await self._sleep(self.config.interval, stop)
+
+    @staticmethod
+    async def _sleep(seconds: float, stop: asyncio.Event) -> None:
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    def _export(self, loop: ServiceLoop, now: float) -> None:
+        m = self.metrics
+        m.replicas_desired.labels(loop.name).set(loop.desired)
+        m.replicas_ready.labels(loop.name).set(loop.count(ReplicaState.READY))
+        m.replicas_starting.labels(loop.name).set(loop.count(ReplicaState.STARTING))
+        m.crash_loop.labels(loop.name).set(1 if loop.crash.crash_loop else 0)
+        m.last_tick.labels(loop.name).set(now)
+
+    # -- what the API asks --------------------------------------------------
+
+    def live(self, now: float | None = None) -> bool:
+        """Every service loop ticked within a few intervals (liveness, not HTTP uptime)."""
+        now = self.clock() if now is None else now
+        limit = max(10.0, 5 * self.config.interval)
+        return self.started and all(
+            now - self.last_tick.get(name, -1e18) < limit for name in self.loops
+        )
+
+    def scale(self, service: str, replicas: int) -> None:
+        loop = self._loop(service)
+        old = loop.desired
+        loop.desired = replicas
+        self.store.set_desired(service, replicas)
+        self.recorder.event(
+            "scaled",
+            f"desired replicas {old} -> {replicas} (manual)",
+            service=service,
+            old=old,
+            new=replicas,
+        )
+
+    async def down(self) -> None:
+        """Stop every replica (drained) and HAProxy."""
+        await asyncio.gather(*(loop.stop_all() for loop in self.loops.values()))
+        await self.balancer.stop()
+        self.recorder.event("down", "all replicas and HAProxy stopped")
+
+    def _loop(self, service: str) -> ServiceLoop:
+        try:
+            return self.loops[service]
+        except KeyError:
+            raise UnknownService(service) from None
+
+    def status(self) -> dict[str, Any]:
+        now = self.clock()
+        services: dict[str, Any] = {}
+        for name, loop in self.loops.items():
+            services[name] = {
+                "frontend": self.config.services[name].frontend,
+                "desired": loop.desired,
+                "ready": loop.count(ReplicaState.READY),
+                "state": loop.state,
+                "crash": loop.crash.as_dict(now),
+                "replicas": [
+                    {
+                        "id": r.id,
+                        "pid": r.pid,
+                        "address": r.address,
+                        "state": r.state.value,
+                    }
+                    for r in sorted(loop.replicas(), key=lambda r: r.id)
+                ],
+            }
+        return {"services": services, "controller": {"live": self.live(now)}}

@@ -1,0 +1,54 @@
+"""The narrow roles the controller depends on (the real ones live in backends/ and lb/)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from skylift.config import Service
+from skylift.model import Replica
+
+
+class Backend(Protocol):
+    """Starts, stops and finds replicas of one service."""
+
+    async def start(self, service: str, replica_id: str) -> Replica: ...
+
+    async def stop(self, replica: Replica, grace: float) -> int | None: ...
+
+    def is_alive(self, replica: Replica) -> bool: ...
+
+    def exit_code(self, replica: Replica) -> int | None: ...
+
+    def adopt(self, records: Sequence[Replica]) -> list[Replica]: ...
+
+
+class ServerView(Protocol):
+    """What the balancer reports of one server."""
+
+    @property
+    def is_up(self) -> bool: ...
+
+    @property
+    def is_down(self) -> bool: ...
+
+    @property
+    def sessions(self) -> int: ...
+
+
+class Balancer(Protocol):
+    """Steers traffic to a service's replicas (HAProxy in production)."""
+
+    async def start(
+        self, services: Mapping[str, Service], replicas: Mapping[str, Sequence[Replica]]
+    ) -> None: ...
+
+    async def add(self, service: str, replica: Replica) -> None: ...
+
+    async def drain(self, service: str, replica_id: str) -> None: ...
+
+    async def remove(self, service: str, replica_id: str) -> None: ...
+
+    async def status(self, service: str) -> Mapping[str, Any]: ...
+
+    async def stop(self) -> None: ...

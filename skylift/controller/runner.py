@@ -1,0 +1,99 @@
+"""Wires the real parts together and runs the controller with its API until a signal.
+
+SIGTERM/SIGINT stop the controller only: replicas and HAProxy keep serving,
+so upgrading or restarting skylift never drops traffic. ``skylift down``
+(the API's shutdown with ``stop_data_plane``) stops everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+
+import structlog
+import uvicorn
+
+from skylift.api.app import create_app
+from skylift.api.token import ensure_state_dir, load_or_create_token
+from skylift.backends.process import ProcessBackend
+from skylift.config import LoadedConfig, split_listen
+from skylift.controller.core import Controller
+from skylift.lb.balancer import HAProxyBalancer
+from skylift.store import Store
+
+log = structlog.get_logger("skylift.runner")
+
+
+def build_controller(loaded: LoadedConfig, store: Store) -> Controller:
+    state_dir = loaded.state_dir
+    backends = {
+        name: ProcessBackend(name, svc.backend, loaded.base_dir, state_dir)
+        for name, svc in loaded.config.services.items()
+    }
+    balancer = HAProxyBalancer(state_dir=state_dir, settings=loaded.config.haproxy)
+    return Controller(loaded, store, balancer, backends)
+
+
+async def serve(loaded: LoadedConfig) -> int:
+    """Run until stopped; returns the process exit code."""
+    state_dir = ensure_state_dir(loaded.state_dir)
+    store = Store.open(loaded.store_url)
+    try:
+        with store.acquire_controller_lock(owner=f"{socket.gethostname()}:{os.getpid()}"):
+            return await _serve_locked(loaded, store, state_dir.joinpath("controller.pid"))
+    finally:
+        store.close()
+
+
+async def _serve_locked(loaded: LoadedConfig, store: Store, pid_file: os.PathLike[str]) -> int:
+    controller = build_controller(loaded, store)
+    token = load_or_create_token(loaded.state_dir)
+    stop = asyncio.Event()
+    stop_data_plane = False
+
+    async def request_shutdown(everything: bool) -> None:
+        nonlocal stop_data_plane
+        stop_data_plane = stop_data_plane or everything
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    host, port = split_listen(loaded.config.api.listen)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(controller, token, request_shutdown),
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+        )
+    )
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    with open(pid_file, "w", encoding="ascii") as handle:
+        handle.write(f"{os.getpid()}\n")
+    api_task = asyncio.create_task(server.serve(), name="api")
+    try:
+        await controller.start()
+        controller.recorder.event(
+            "controller_started",
+            f"controller pid {os.getpid()} managing {len(controller.loops)} service(s)",
+            services=list(controller.loops),
+        )
+        await controller.run(stop)
+        if stop_data_plane:
+            await controller.down()
+        else:
+            controller.recorder.event(
+                "controller_stopped",
+                "controller stopped; replicas and HAProxy keep serving "
+                "(`skylift down` stops them)",
+            )
+    finally:
+        server.should_exit = True
+        await asyncio.gather(api_task, return_exceptions=True)
+    return 0

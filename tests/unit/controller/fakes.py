@@ -1,0 +1,96 @@
+"""In-memory stand-ins for the balancer and the store, so reconcile logic runs without I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from skylift.config import Service
+from skylift.model import Replica
+
+
+@dataclass
+class FakeServer:
+    state: str = "maint"  # maint -> down -> up, or drain
+    sessions: int = 0
+
+    @property
+    def is_up(self) -> bool:
+        return self.state == "up"
+
+    @property
+    def is_down(self) -> bool:
+        return self.state == "down"
+
+
+@dataclass
+class FakeBalancer:
+    """Servers become UP on the tick after `add` unless a test says otherwise."""
+
+    servers: dict[str, dict[str, FakeServer]] = field(default_factory=dict)
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    unreachable: bool = False
+    auto_up: bool = True
+
+    async def start(
+        self, services: Mapping[str, Service], replicas: Mapping[str, Sequence[Replica]]
+    ) -> None:
+        for name in services:
+            known = self.servers.setdefault(name, {})
+            for r in replicas.get(name, ()):
+                known.setdefault(r.id, FakeServer("up"))
+
+    async def add(self, service: str, replica: Replica) -> None:
+        self.calls.append(("add", replica.id))
+        self.servers.setdefault(service, {})[replica.id] = FakeServer(
+            "up" if self.auto_up else "down"
+        )
+
+    async def drain(self, service: str, replica_id: str) -> None:
+        self.calls.append(("drain", replica_id))
+        self.servers[service][replica_id].state = "drain"
+
+    async def remove(self, service: str, replica_id: str) -> None:
+        self.calls.append(("remove", replica_id))
+        self.servers.get(service, {}).pop(replica_id, None)
+
+    async def status(self, service: str) -> Mapping[str, Any]:
+        if self.unreachable:
+            raise ConnectionError("stats socket unavailable")
+        return dict(self.servers.get(service, {}))
+
+    async def stop(self) -> None:
+        self.calls.append(("stop", "*"))
+
+
+@dataclass
+class FakeStore:
+    replicas_by_id: dict[str, Replica] = field(default_factory=dict)
+    events_list: list[dict[str, Any]] = field(default_factory=list)
+    desired_by_service: dict[str, tuple[int, int | None]] = field(default_factory=dict)
+
+    def upsert_replica(self, replica: Replica) -> None:
+        self.replicas_by_id[replica.id] = replica
+
+    def delete_replica(self, replica_id: str) -> None:
+        self.replicas_by_id.pop(replica_id, None)
+
+    def replicas(self, service: str | None = None) -> list[Replica]:
+        return [r for r in self.replicas_by_id.values() if service in (None, r.service)]
+
+    def add_event(
+        self,
+        kind: str,
+        message: str,
+        *,
+        service: str | None = None,
+        level: str = "info",
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        self.events_list.append(
+            {"kind": kind, "message": message, "service": service, "level": level, "data": data}
+        )
+
+    def kinds(self) -> list[str]:
+        return [e["kind"] for e in self.events_list]

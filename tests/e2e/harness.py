@@ -1,0 +1,180 @@
+"""Drive skylift the way a user does: write a config, run the CLI, read status and events.
+
+Every deployment is torn down in a fixture: `skylift down`, then a sweep that
+kills any process still carrying the deployment's run tag (replicas, HAProxy,
+controller), so a failing test leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import yaml
+
+from tests.ports import free_port, free_port_block
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_APP = REPO / "examples" / "apps" / "demo_app.py"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
+    """Poll ``predicate`` until it returns something truthy, or fail saying ``what``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+@dataclass
+class Deployment:
+    root: Path
+    services: dict[str, dict[str, Any]]
+    run_tag: str = field(default_factory=lambda: uuid.uuid4().hex)
+    api_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "skylift.yaml"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    def frontend(self, service: str = "web") -> str:
+        return f"http://{self.services[service]['frontend']}"
+
+    def write(self) -> None:
+        config = {
+            "project": "e2e",
+            "state_dir": "state",
+            "interval": "500ms",
+            "api": {"listen": f"127.0.0.1:{self.api_port}"},
+            "haproxy": {"metrics": f"127.0.0.1:{self.metrics_port}"},
+            "services": self.services,
+        }
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def cli(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "skylift", *args, "-c", str(self.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.root,
+            env={**os.environ, "SKYLIFT_E2E_RUN": self.run_tag},
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"skylift {' '.join(args)} exited {result.returncode}\n"
+                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}\n"
+                f"controller log:\n{self.controller_log()}"
+            )
+        return result
+
+    def controller_log(self) -> str:
+        path = self.state_dir / "controller.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else "(none)"
+
+    def up(self, timeout: float = 60) -> None:
+        self.cli("up", "--detach", "--timeout", str(timeout), timeout=timeout + 30)
+
+    def status(self) -> dict[str, Any]:
+        return json.loads(self.cli("status", "-o", "json").stdout)  # type: ignore[no-any-return]
+
+    def service(self, name: str = "web") -> dict[str, Any]:
+        return self.status()["services"][name]  # type: ignore[no-any-return]
+
+    def events(self, service: str | None = None) -> list[dict[str, Any]]:
+        args = ["events", "-o", "json", "--limit", "1000"]
+        if service:
+            args += ["--service", service]
+        return json.loads(self.cli(*args).stdout)["events"]  # type: ignore[no-any-return]
+
+    def controller_pid(self) -> int:
+        return int((self.state_dir / "controller.pid").read_text())
+
+    def api_token(self) -> str:
+        return (self.state_dir / "api-token").read_text().strip()
+
+    def tagged_processes(self) -> list[psutil.Process]:
+        found = []
+        for proc in psutil.process_iter(["pid"]):
+            try:
+                if proc.environ().get("SKYLIFT_E2E_RUN") == self.run_tag:
+                    found.append(proc)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        return found
+
+    def teardown(self) -> None:
+        try:
+            self.cli("down", timeout=90, check=False)
+        finally:
+            for proc in self.tagged_processes():
+                try:
+                    proc.send_signal(signal.SIGKILL)
+                except psutil.NoSuchProcess:
+                    pass
+            pidfile = self.state_dir / "haproxy.pid"
+            if pidfile.exists():
+                for pid in pidfile.read_text().split():
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except (ProcessLookupError, ValueError):
+                        pass
+
+
+def web_service(
+    port_block: int | None = None, replicas: int = 3, command: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    start = port_block if port_block is not None else free_port_block(40)
+    return {
+        "frontend": f"127.0.0.1:{free_port()}",
+        "replicas": replicas,
+        "backend": {
+            "kind": "process",
+            "command": command or f"{sys.executable} {DEMO_APP} --port {{port}} --replica {{replica}}",
+            "ports": {"start": start, "end": start + 39},
+        },
+        "health": {"path": "/healthz", "interval": "500ms", "fall": 2, "rise": 2, "timeout": "1s"},
+        "drain_timeout": "10s",
+        "stop_grace": "5s",
+        "slowstart": "1s",
+        "start_timeout": "20s",
+        "restart": {"initial": "1s", "max": "8s", "crash_loop_after": 3},
+        **extra,
+    }
+
+
+def deployment_factory(tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
+    made: list[Deployment] = []
+
+    def make(services: dict[str, dict[str, Any]] | None = None) -> Deployment:
+        root = tmp_path / f"d{len(made)}"
+        root.mkdir()
+        deployment = Deployment(root, services or {"web": web_service()})
+        deployment.write()
+        made.append(deployment)
+        return deployment
+
+    try:
+        yield make
+    finally:
+        for deployment in made:
+            deployment.teardown()

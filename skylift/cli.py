@@ -171,8 +171,10 @@ def _up_detached(loaded: LoadedConfig, timeout: float) -> int:
             if services and all(s["ready"] >= s["desired"] for s in services.values()):
                 typer.echo(f"skylift controller running (pid {child.pid}), log: {log_path}")
                 for name, svc in services.items():
-                    typer.echo(f"  {name}: {svc['ready']}/{svc['desired']} ready on "
-                               f"http://{svc['frontend']}/")
+                    typer.echo(
+                        f"  {name}: {svc['ready']}/{svc['desired']} ready on "
+                        f"http://{svc['frontend']}/"
+                    )
                 return EXIT_OK
             time.sleep(0.3)
     pending = {

@@ -145,9 +145,7 @@ class HAProxySettings(Model):
     """The local HAProxy that balances every service."""
 
     binary: str = Field("haproxy", description="name on PATH or absolute path")
-    metrics: Listen = Field(
-        "127.0.0.1:8405", description="built-in Prometheus exporter (loopback)"
-    )
+    metrics: Listen = Field("127.0.0.1:8405", description="built-in Prometheus exporter (loopback)")
     timeout_connect: Duration = 2.0
     timeout_client: Duration = 30.0
     timeout_server: Duration = 30.0
@@ -240,8 +238,7 @@ def port_clashes(listeners: Mapping[str, int], ranges: Mapping[str, tuple[int, i
         for name, (start, end) in ranges.items():
             if start <= port <= end:
                 clashes.append(
-                    f"{owner} port {port} lies inside services.{name}.backend.ports "
-                    f"({start}-{end})"
+                    f"{owner} port {port} lies inside services.{name}.backend.ports ({start}-{end})"
                 )
     items = list(ranges.items())
     for i, (name_a, (a_start, a_end)) in enumerate(items):
@@ -403,8 +400,10 @@ def _issues_from(error: ValidationError) -> list[ConfigIssue]:
             # services.<name> is a dict key, not a field: skip it when looking up fields
             known = _known_fields(SkyliftConfig, _strip_dict_keys(loc[:-1]))
             close = difflib.get_close_matches(str(loc[-1]), known, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else "remove it; allowed: " + ", ".join(
-                known
+            hint = (
+                f"did you mean {close[0]!r}?"
+                if close
+                else "remove it; allowed: " + ", ".join(known)
             )
         elif kind == "missing":
             message = "required field is missing"

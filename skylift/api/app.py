@@ -12,9 +12,11 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from skylift.controller.core import Controller, UnknownService
 
@@ -89,23 +91,29 @@ def create_app(
             Route("/api/v1/shutdown", shutdown, methods=["POST"]),
         ]
     )
-    expected = f"Bearer {token}".encode()
+    app.add_middleware(_RequireToken, token=token)
+    return app
 
-    @app.middleware("http")
-    async def require_token(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        if request.url.path not in OPEN_PATHS:
-            given = request.headers.get("authorization", "").encode()
-            if not hmac.compare_digest(given, expected):
-                return JSONResponse(
+
+class _RequireToken:
+    """ASGI middleware: every path but the open probes needs the bearer token."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+            given = Headers(scope=scope).get("authorization", "").encode()
+            if not hmac.compare_digest(given, self.expected):
+                response = JSONResponse(
                     {"error": "missing or wrong bearer token (see <state_dir>/api-token)"},
                     status_code=401,
                     headers={"WWW-Authenticate": "Bearer"},
                 )
-        return await call_next(request)
-
-    return app
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _event_dict(event: Any) -> dict[str, Any]:

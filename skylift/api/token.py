@@ -6,7 +6,7 @@ import os
 import secrets
 from pathlib import Path
 
-TOKEN_FILE = "api-token"
+TOKEN_FILE = "api-token"  # noqa: S105 - a file name, not a secret
 
 
 def ensure_state_dir(state_dir: Path) -> Path:

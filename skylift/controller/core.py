@@ -8,6 +8,7 @@ replace what died while no controller was watching.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -150,10 +151,8 @@ class Controller:
 
     @staticmethod
     async def _sleep(seconds: float, stop: asyncio.Event) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
     def _export(self, loop: ServiceLoop, now: float) -> None:
         m = self.metrics

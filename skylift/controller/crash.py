@@ -22,7 +22,7 @@ class CrashTracker:
     def record_failure(self, now: float, reason: str) -> float:
         """Note a failed start; return the delay before the next attempt."""
         self.failures += 1
-        delay = min(self.policy.max, self.policy.initial * 2 ** (self.failures - 1))
+        delay = min(self.policy.max, self.policy.initial * 2.0 ** (self.failures - 1))
         self.next_start_at = now + delay
         self.last_reason = reason
         return delay

@@ -5,22 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from skylift.backends.base import Backend
 from skylift.config import Service
 from skylift.model import Replica
 
-
-class Backend(Protocol):
-    """Starts, stops and finds replicas of one service."""
-
-    async def start(self, service: str, replica_id: str) -> Replica: ...
-
-    async def stop(self, replica: Replica, grace: float) -> int | None: ...
-
-    def is_alive(self, replica: Replica) -> bool: ...
-
-    def exit_code(self, replica: Replica) -> int | None: ...
-
-    def adopt(self, records: Sequence[Replica]) -> list[Replica]: ...
+__all__ = ["Backend", "Balancer", "ServerView"]
 
 
 class ServerView(Protocol):

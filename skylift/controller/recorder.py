@@ -34,41 +34,57 @@ class ControllerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.replicas_desired = Gauge(
-            "skylift_replicas_desired", "Replicas the controller wants", ["service"],
+            "skylift_replicas_desired",
+            "Replicas the controller wants",
+            ["service"],
             registry=self.registry,
         )
         self.replicas_ready = Gauge(
-            "skylift_replicas_ready", "Replicas healthy in HAProxy", ["service"],
+            "skylift_replicas_ready",
+            "Replicas healthy in HAProxy",
+            ["service"],
             registry=self.registry,
         )
         self.replicas_starting = Gauge(
-            "skylift_replicas_starting", "Replicas started, not yet healthy", ["service"],
+            "skylift_replicas_starting",
+            "Replicas started, not yet healthy",
+            ["service"],
             registry=self.registry,
         )
         self.crash_loop = Gauge(
-            "skylift_service_crash_loop", "1 while the service is in crash-loop back-off",
-            ["service"], registry=self.registry,
+            "skylift_service_crash_loop",
+            "1 while the service is in crash-loop back-off",
+            ["service"],
+            registry=self.registry,
         )
         self.events = Counter(
-            "skylift_events_total", "Events recorded, by kind", ["service", "kind"],
+            "skylift_events_total",
+            "Events recorded, by kind",
+            ["service", "kind"],
             registry=self.registry,
         )
         self.replica_starts = Counter(
-            "skylift_replica_starts_total", "Replicas started", ["service"],
+            "skylift_replica_starts_total",
+            "Replicas started",
+            ["service"],
             registry=self.registry,
         )
         self.replica_failures = Counter(
             "skylift_replica_failures_total",
             "Replicas that exited, failed health checks or failed to start",
-            ["service", "reason"], registry=self.registry,
+            ["service", "reason"],
+            registry=self.registry,
         )
         self.last_tick = Gauge(
             "skylift_control_loop_last_tick_timestamp_seconds",
-            "Unix time of the last completed reconcile tick", ["service"],
+            "Unix time of the last completed reconcile tick",
+            ["service"],
             registry=self.registry,
         )
         self.tick_errors = Counter(
-            "skylift_control_loop_errors_total", "Reconcile ticks that raised", ["service"],
+            "skylift_control_loop_errors_total",
+            "Reconcile ticks that raised",
+            ["service"],
             registry=self.registry,
         )
 

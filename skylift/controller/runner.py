@@ -8,9 +8,12 @@ so upgrading or restarting skylift never drops traffic. ``skylift down``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
+from collections.abc import Iterator
+from pathlib import Path
 
 import structlog
 import uvicorn
@@ -24,6 +27,14 @@ from skylift.lb.balancer import HAProxyBalancer
 from skylift.store import Store
 
 log = structlog.get_logger("skylift.runner")
+
+
+class _ApiServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the controller owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def build_controller(loaded: LoadedConfig, store: Store) -> Controller:
@@ -63,7 +74,7 @@ async def _serve_locked(loaded: LoadedConfig, store: Store, pid_file: os.PathLik
         loop.add_signal_handler(sig, stop.set)
 
     host, port = split_listen(loaded.config.api.listen)
-    server = uvicorn.Server(
+    server = _ApiServer(
         uvicorn.Config(
             create_app(controller, token, request_shutdown),
             host=host,
@@ -73,9 +84,7 @@ async def _serve_locked(loaded: LoadedConfig, store: Store, pid_file: os.PathLik
             lifespan="off",
         )
     )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    with open(pid_file, "w", encoding="ascii") as handle:
-        handle.write(f"{os.getpid()}\n")
+    Path(pid_file).write_text(f"{os.getpid()}\n", encoding="ascii")  # noqa: ASYNC240
     api_task = asyncio.create_task(server.serve(), name="api")
     try:
         await controller.start()
@@ -90,8 +99,7 @@ async def _serve_locked(loaded: LoadedConfig, store: Store, pid_file: os.PathLik
         else:
             controller.recorder.event(
                 "controller_stopped",
-                "controller stopped; replicas and HAProxy keep serving "
-                "(`skylift down` stops them)",
+                "controller stopped; replicas and HAProxy keep serving (`skylift down` stops them)",
             )
     finally:
         server.should_exit = True

@@ -7,6 +7,7 @@ controller), so a failing test leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -70,7 +71,9 @@ class Deployment:
         }
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
-    def cli(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, timeout: float = 120, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [sys.executable, "-m", "skylift", *args, "-c", str(self.config_path)],
             capture_output=True,
@@ -127,17 +130,13 @@ class Deployment:
             self.cli("down", timeout=90, check=False)
         finally:
             for proc in self.tagged_processes():
-                try:
+                with contextlib.suppress(psutil.NoSuchProcess):
                     proc.send_signal(signal.SIGKILL)
-                except psutil.NoSuchProcess:
-                    pass
             pidfile = self.state_dir / "haproxy.pid"
             if pidfile.exists():
                 for pid in pidfile.read_text().split():
-                    try:
+                    with contextlib.suppress(ProcessLookupError, ValueError):
                         os.kill(int(pid), signal.SIGKILL)
-                    except (ProcessLookupError, ValueError):
-                        pass
 
 
 def web_service(
@@ -149,7 +148,8 @@ def web_service(
         "replicas": replicas,
         "backend": {
             "kind": "process",
-            "command": command or f"{sys.executable} {DEMO_APP} --port {{port}} --replica {{replica}}",
+            "command": command
+            or f"{sys.executable} {DEMO_APP} --port {{port}} --replica {{replica}}",
             "ports": {"start": start, "end": start + 39},
         },
         "health": {"path": "/healthz", "interval": "500ms", "fall": 2, "rise": 2, "timeout": "1s"},

@@ -143,7 +143,11 @@ def test_invalid_config_exits_3_with_every_error(deploy: Deploy) -> None:
     )
     result = d.cli("up", "--detach", check=False)
     assert result.returncode == 3
-    for path in ("services.web.colour", "services.web.health.interval", "services.web.backend.command"):
+    for path in (
+        "services.web.colour",
+        "services.web.health.interval",
+        "services.web.backend.command",
+    ):
         assert path in result.stderr
 
 

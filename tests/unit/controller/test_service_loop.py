@@ -40,8 +40,15 @@ def make_loop(
         return healthy
 
     loop = ServiceLoop(
-        "web", service, backend, balancer, store,
-        Recorder(store, ControllerMetrics()), desired=desired, clock=clock, probe=probe,
+        "web",
+        service,
+        backend,
+        balancer,
+        store,
+        Recorder(store, ControllerMetrics()),
+        desired=desired,
+        clock=clock,
+        probe=probe,
     )
     return loop, backend, balancer, store, clock
 

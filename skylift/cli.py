@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
+from skylift import cli_load, cli_sim
 from skylift.config import ConfigError, LoadedConfig, json_schema, load_config
 from skylift.logs import configure_logging
 
@@ -324,19 +325,8 @@ def _events_offline(loaded: LoadedConfig, service: str | None, limit: int) -> li
         store.close()
 
 
-def _register_optional_commands() -> None:
-    """Commands that live in their own modules (simulator, load replayer)."""
-    import importlib
-
-    for module in ("skylift.cli_sim", "skylift.cli_load"):
-        try:
-            importlib.import_module(module).register(app)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-
-
-_register_optional_commands()
+cli_sim.register(app)
+cli_load.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,228 @@
+"""``skylift simulate`` and ``skylift bench``: replay traces through the engine.
+
+Data goes to stdout, progress and errors to stderr. Exit codes: 0 ok,
+1 runtime failure (e.g. an unreadable trace), 2 usage, 3 invalid policy.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from pydantic import ValidationError
+
+from skylift.engine import ScalingPolicy
+from skylift.sim import (
+    BUILTIN,
+    PolicyError,
+    ServiceModel,
+    SimResult,
+    TraceError,
+    capacity_for_peak,
+    load_trace,
+    markdown_table,
+    preset_policy,
+    render_chart,
+    run_bench,
+    simulate,
+    verdicts,
+)
+from skylift.sim.bench import PolicyRef
+from skylift.units import parse_duration
+
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+EXIT_POLICY = 3
+
+
+class Output(StrEnum):
+    json = "json"
+    table = "table"
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _duration(value: str | None, flag: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise _fail(f"{flag}: {exc}", EXIT_USAGE) from None
+
+
+def load_policy_file(path: Path) -> ScalingPolicy:
+    """A YAML file holding a ScalingPolicy, at top level or under ``autoscale:``."""
+    try:
+        data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise PolicyError(f"cannot read policy file {path}: {exc}") from exc
+    if isinstance(data, dict) and "autoscale" in data:
+        data = data["autoscale"]
+    try:
+        return ScalingPolicy.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(f"invalid policy in {path}:\n{exc}") from exc
+
+
+def resolve_policy(spec: str, capacity: float, peak_demand: int) -> PolicyRef:
+    """A built-in name (oracle, hpa, roadmap) or a YAML policy file."""
+    if spec in BUILTIN:
+        return preset_policy(spec, capacity, peak_demand)
+    path = Path(spec)
+    if path.is_file():
+        return load_policy_file(path)
+    raise PolicyError(f"unknown policy {spec!r}: use oracle, hpa, roadmap or a YAML file path")
+
+
+def _table(result: SimResult) -> str:
+    rows = result.to_dict()
+    width = max(len(k) for k in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows.items())
+
+
+def simulate_command(
+    trace: Annotated[Path, typer.Option("--trace", help="CSV trace 't,requests'")],
+    peak: Annotated[
+        int | None, typer.Option("--peak", min=1, help="size capacity so the peak needs N replicas")
+    ] = None,
+    capacity: Annotated[
+        float | None, typer.Option("--capacity", help="requests/s per replica at the SLO")
+    ] = None,
+    startup: Annotated[str, typer.Option("--startup", help="provisioning + warm-up")] = "60s",
+    interval: Annotated[
+        str | None, typer.Option("--interval", help="decision interval (default: the policy's)")
+    ] = None,
+    window: Annotated[str, typer.Option("--window", help="metric averaging window")] = "60s",
+    policy: Annotated[
+        str, typer.Option("--policy", help="oracle, hpa, roadmap or a policy YAML file")
+    ] = "hpa",
+    output: Annotated[Output, typer.Option("-o", "--output")] = Output.table,
+    timeline: Annotated[
+        Path | None, typer.Option("--timeline", help="write t,demand,desired,ready CSV")
+    ] = None,
+    chart: Annotated[Path | None, typer.Option("--chart", help="write an HTML chart")] = None,
+) -> None:
+    """Replay a trace against one policy and print its elasticity scores."""
+    if (peak is None) == (capacity is None):
+        raise _fail("give exactly one of --peak N or --capacity RPS", EXIT_USAGE)
+    if capacity is not None and capacity <= 0:
+        raise _fail("--capacity must be greater than zero", EXIT_USAGE)
+    startup_s = _duration(startup, "--startup") or 0.0
+    interval_s = _duration(interval, "--interval")
+    window_s = _duration(window, "--window") or 0.0
+    if window_s <= 0:
+        raise _fail("--window must be longer than zero, e.g. 60s", EXIT_USAGE)
+    try:
+        data = load_trace(trace)
+    except TraceError as exc:
+        raise _fail(str(exc), EXIT_RUNTIME) from None
+    try:
+        cap = capacity if capacity is not None else capacity_for_peak(data.peak_rate, peak or 1)
+    except ValueError as exc:
+        raise _fail(str(exc), EXIT_RUNTIME) from None
+    model = ServiceModel(capacity=cap, startup=startup_s)
+    try:
+        ref = resolve_policy(policy, cap, model.demand(data.peak_rate))
+    except PolicyError as exc:
+        raise _fail(str(exc), EXIT_POLICY) from None
+    name = Path(policy).stem if policy not in BUILTIN else policy
+    try:
+        result = simulate(data, ref, model, interval=interval_s, window=window_s, name=name)
+    except ValueError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    try:
+        if timeline is not None:
+            timeline.write_text(result.timeline.to_csv(), encoding="utf-8")
+        if chart is not None:
+            chart.write_text(render_chart(result), encoding="utf-8")
+    except OSError as exc:
+        raise _fail(f"cannot write output: {exc}", EXIT_RUNTIME) from None
+    if output is Output.json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        typer.echo(_table(result))
+
+
+def bench_command(
+    traces: Annotated[Path, typer.Option("--traces", help="folder of <name>.csv traces")],
+    policies: Annotated[
+        str, typer.Option("--policies", help="comma-separated names or YAML files")
+    ] = "oracle,hpa,roadmap",
+    peak: Annotated[int, typer.Option("--peak", min=1, help="replicas the peak needs")] = 50,
+    startup: Annotated[str, typer.Option("--startup", help="provisioning + warm-up")] = "60s",
+    interval: Annotated[str | None, typer.Option("--interval")] = None,
+    output: Annotated[Output, typer.Option("-o", "--output")] = Output.table,
+) -> None:
+    """Replay every trace under every policy; print the table and the best per trace."""
+    if not traces.is_dir():
+        raise _fail(f"--traces {traces} is not a folder", EXIT_USAGE)
+    files = sorted(traces.glob("*.csv"))
+    if not files:
+        raise _fail(f"no *.csv traces in {traces}", EXIT_USAGE)
+    names = [p.strip() for p in policies.split(",") if p.strip()]
+    if not names:
+        raise _fail("--policies is empty", EXIT_USAGE)
+    startup_s = _duration(startup, "--startup") or 0.0
+    interval_s = _duration(interval, "--interval")
+    for name in names:  # fail fast on a bad policy, before any long run
+        try:
+            resolve_policy(name, 1.0, 1)
+        except PolicyError as exc:
+            raise _fail(str(exc), EXIT_POLICY) from None
+    total = len(files) * len(names)
+    try:
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import Progress
+
+            with Progress(console=Console(stderr=True), transient=True) as bar:
+                task = bar.add_task("replaying", total=total)
+                results = run_bench(
+                    files,
+                    names,
+                    peak=peak,
+                    startup=startup_s,
+                    interval=interval_s,
+                    resolve=resolve_policy,
+                    on_done=lambda _r: bar.advance(task),
+                )
+        else:
+            results = run_bench(
+                files,
+                names,
+                peak=peak,
+                startup=startup_s,
+                interval=interval_s,
+                resolve=resolve_policy,
+            )
+    except TraceError as exc:
+        raise _fail(str(exc), EXIT_RUNTIME) from None
+    except PolicyError as exc:
+        raise _fail(str(exc), EXIT_POLICY) from None
+    best = verdicts(results)
+    if output is Output.json:
+        payload = {
+            "results": [r.to_dict() for r in results],
+            "best": {v.trace: {"safest": v.safest, "cheapest": v.cheapest} for v in best},
+        }
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    typer.echo(markdown_table(results))
+    typer.echo("")
+    for v in best:
+        typer.echo(f"{v.trace}: safest {v.safest}, cheapest {v.cheapest}")
+
+
+def register(app: typer.Typer) -> None:
+    """Mount ``simulate`` and ``bench`` on the skylift CLI."""
+    app.command("simulate")(simulate_command)
+    app.command("bench")(bench_command)

@@ -1,0 +1,140 @@
+"""The validated policy flattened into slots dataclasses for the decision hot path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from skylift.engine.checks import (
+    CompiledCheck,
+    StepRule,
+    TargetRule,
+    ThresholdRule,
+    threshold_label,
+)
+from skylift.engine.metrics import TOTALS, format_value
+
+if TYPE_CHECKING:
+    from skylift.engine.policy import DirectionBehavior, ScalingPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledDirection:
+    """One direction's pacing; ``limits`` holds (is_percent, value, period)."""
+
+    stabilization: float
+    limits: tuple[tuple[bool, float, float], ...]
+    select_max: bool
+    cooldown: float
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPolicy:
+    """Everything ``decide`` needs, with no validation left to do.
+
+    ``group_of`` maps each check to its group number; None when no check is grouped.
+    """
+
+    min: int
+    max: int
+    interval: float
+    checks: tuple[CompiledCheck, ...]
+    group_of: tuple[int, ...] | None
+    up: CompiledDirection
+    down: CompiledDirection
+    fallback_after: int
+    fallback_replicas: int
+    paused: bool
+    dry_run: bool
+    history_span: float
+    events_span: float
+    metrics: tuple[str, ...]
+
+
+def _direction(behavior: DirectionBehavior) -> CompiledDirection:
+    return CompiledDirection(
+        stabilization=behavior.stabilization,
+        limits=tuple((lim.type == "percent", lim.value, lim.period) for lim in behavior.limits),
+        select_max=behavior.select == "max",
+        cooldown=behavior.cooldown,
+    )
+
+
+def _group_index(checks: list[CompiledCheck]) -> tuple[int, ...]:
+    """Map each check to a dense group number (ungrouped checks are groups of one)."""
+    numbers: dict[str, int] = {}
+    return tuple(numbers.setdefault(c.group, len(numbers)) for c in checks)
+
+
+def compile_policy(policy: ScalingPolicy) -> CompiledPolicy:
+    """Flatten a validated policy; labels are rendered once here, not per decision."""
+    from skylift.engine.policy import StepCheck, TargetCheck, ThresholdCheck
+
+    compiled: list[CompiledCheck] = []
+    for index, check in enumerate(policy.checks):
+        group = check.group if check.group is not None else f"#{index}"
+        if isinstance(check, ThresholdCheck):
+            above = check.above is not None
+            limit = check.above if check.above is not None else check.below
+            assert limit is not None  # guaranteed by the model validator
+            label = check.name or threshold_label(
+                check.metric, check.per_replica, above, limit, check.for_
+            )
+            compiled.append(
+                ThresholdRule(
+                    label,
+                    check.metric,
+                    group,
+                    check.per_replica,
+                    above,
+                    limit,
+                    check.for_,
+                    check.effective_change,
+                )
+            )
+        elif isinstance(check, TargetCheck):
+            label = (
+                check.name or f"{check.metric} target {format_value(check.metric, check.target)}"
+            )
+            compiled.append(
+                TargetRule(
+                    label,
+                    check.metric,
+                    group,
+                    check.metric in TOTALS,
+                    check.target,
+                    check.tolerance,
+                )
+            )
+        elif isinstance(check, StepCheck):
+            bands = tuple(
+                (
+                    b.above if b.above is not None else float("-inf"),
+                    b.below if b.below is not None else float("inf"),
+                    b.change,
+                )
+                for b in check.bands
+            )
+            label = check.name or f"{check.metric} steps"
+            compiled.append(StepRule(label, check.metric, group, check.per_replica, bands))
+    up = _direction(policy.behavior.up)
+    down = _direction(policy.behavior.down)
+    periods = [lim[2] for lim in up.limits + down.limits]
+    return CompiledPolicy(
+        min=policy.min,
+        max=policy.max,
+        interval=policy.interval,
+        checks=tuple(compiled),
+        group_of=_group_index(compiled)
+        if any(c.group is not None for c in policy.checks)
+        else None,
+        up=up,
+        down=down,
+        fallback_after=policy.fallback.after_failures if policy.fallback else 0,
+        fallback_replicas=policy.fallback.replicas if policy.fallback else 0,
+        paused=policy.paused,
+        dry_run=policy.dry_run,
+        history_span=max(up.stabilization, down.stabilization),
+        events_span=max(periods, default=0.0),
+        metrics=tuple(sorted({c.metric for c in compiled})),
+    )

@@ -1,0 +1,312 @@
+"""``decide``: one pure function from (policy, observations, state, now) to a Decision.
+
+The pipeline, each stage recording a Clamp when it moves the count:
+
+1. every check recommends a count; they combine the Nomad way (safest wins);
+2. missing data: never scale down while a check's metric is missing;
+3. fallback: after N decisions with missing data, keep at least ``replicas``;
+4. stabilization windows (Kubernetes: lowest recent for up, highest for down);
+5. cooldown after the last scaling action;
+6. rate limits per period (Kubernetes ``behavior.policies``);
+7. min/max; then ``paused`` / ``dry_run`` keep the count unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+
+from skylift.engine.checks import view_windows
+from skylift.engine.compiled import CompiledDirection, CompiledPolicy
+from skylift.engine.model import CheckResult, Clamp, Decision, Direction, Observations, State
+from skylift.engine.policy import ScalingPolicy
+
+
+def combine(
+    results: tuple[CheckResult, ...], current: int, group_of: tuple[int, ...] | None = None
+) -> int:
+    """Safest action wins: any up (largest), else any hold, else the smallest down.
+
+    Inside a group only the checks that fire speak, so a high/low pair on one
+    metric can scale down; across groups a hold vetoes a down. Missing checks
+    abstain here; the missing-data stage then forbids a down.
+    """
+    if group_of is not None and max(group_of) > 0:
+        return _combine_groups(results, current, group_of)
+    single = group_of is not None
+    up = -1
+    down = -1
+    hold = False
+    for r in results:
+        action = r.action
+        rec = r.recommendation
+        if rec is None:
+            continue
+        if action == "up":
+            if rec > up:
+                up = rec
+        elif action == "down":
+            if rec > down:
+                down = rec
+        else:
+            hold = True
+    if up >= 0:
+        return up
+    if down >= 0 and (single or not hold):
+        return down
+    return current
+
+
+def _combine_groups(
+    results: tuple[CheckResult, ...], current: int, group_of: tuple[int, ...]
+) -> int:
+    size = max(group_of) + 1
+    g_up = [-1] * size
+    g_down = [-1] * size
+    g_hold = [False] * size
+    for r, g in zip(results, group_of, strict=True):
+        rec = r.recommendation
+        if rec is None:
+            continue
+        action = r.action
+        if action == "up":
+            if rec > g_up[g]:
+                g_up[g] = rec
+        elif action == "down":
+            if rec > g_down[g]:
+                g_down[g] = rec
+        else:
+            g_hold[g] = True
+    up = max(g_up)
+    if up >= 0:
+        return up
+    down = -1
+    for g in range(size):
+        if g_down[g] < 0:
+            if g_hold[g]:
+                return current
+        elif g_down[g] > down:
+            down = g_down[g]
+    return down if down >= 0 else current
+
+
+def _periods_start(
+    events: tuple[tuple[float, int], ...], now: float, period: float, current: int
+) -> int:
+    """Replica count at the start of the period (Kubernetes ``periodStartReplicas``)."""
+    cutoff = now - period
+    start = current
+    for t, delta in events:
+        if t > cutoff:
+            start -= delta
+    return start
+
+
+def _up_limit(
+    direction: CompiledDirection, events: tuple[tuple[float, int], ...], now: float, current: int
+) -> int:
+    best = -1 if direction.select_max else 1 << 62
+    for is_percent, value, period in direction.limits:
+        start = _periods_start(events, now, period, current)
+        proposed = math.ceil(start * (1.0 + value) - 1e-9) if is_percent else start + int(value)
+        best = max(best, proposed) if direction.select_max else min(best, proposed)
+    return max(best, current)
+
+
+def _down_limit(
+    direction: CompiledDirection, events: tuple[tuple[float, int], ...], now: float, current: int
+) -> int:
+    best = 1 << 62 if direction.select_max else -1
+    for is_percent, value, period in direction.limits:
+        start = _periods_start(events, now, period, current)
+        proposed = math.floor(start * (1.0 - value) + 1e-9) if is_percent else start - int(value)
+        best = min(best, proposed) if direction.select_max else max(best, proposed)
+    return min(best, current)
+
+
+def _missing_metrics(results: tuple[CheckResult, ...]) -> str:
+    return ", ".join(sorted({r.check.metric for r in results if r.recommendation is None}))
+
+
+def _guard_missing(
+    p: CompiledPolicy,
+    results: tuple[CheckResult, ...],
+    failures: int,
+    current: int,
+    v: int,
+    clamps: list[Clamp],
+) -> int:
+    """Missing data never scales down; after N failures the fallback is a floor."""
+    if v < current:
+        clamps.append(
+            Clamp(
+                "missing data",
+                v,
+                current,
+                f"no scale-down while {_missing_metrics(results)} is missing",
+            )
+        )
+        v = current
+    if p.fallback_after and failures >= p.fallback_after and v < p.fallback_replicas:
+        clamps.append(
+            Clamp(
+                "fallback",
+                v,
+                p.fallback_replicas,
+                f"metrics missing for {failures} decisions: keep at least the "
+                f"fallback of {p.fallback_replicas}",
+            )
+        )
+        v = p.fallback_replicas
+    return v
+
+
+def _stabilize(
+    p: CompiledPolicy,
+    history: tuple[tuple[float, int], ...],
+    now: float,
+    current: int,
+    v: int,
+    clamps: list[Clamp],
+) -> tuple[int, tuple[tuple[float, int], ...]]:
+    """Kubernetes stabilization: clamp(current, min of the up window, max of the down
+    window), this recommendation included. Returns the count and the new history."""
+    cutoff = now - p.history_span
+    if not history:
+        # No memory (first decision, or a restart): assume the current count was
+        # recommended just now, as Kubernetes does, so a restart never drops replicas.
+        history = ((now, current),)
+    elif history[0][0] <= cutoff:
+        history = tuple([h for h in history if h[0] > cutoff])
+    up_cut = now - p.up.stabilization
+    down_cut = now - p.down.stabilization
+    up_rec = down_rec = v
+    for t, rec in history:
+        if t > up_cut and rec < up_rec:
+            up_rec = rec
+        if t > down_cut and rec > down_rec:
+            down_rec = rec
+    stable = min(max(current, up_rec), down_rec)
+    if stable != v:
+        span = p.up.stabilization if v > current else p.down.stabilization
+        clamps.append(
+            Clamp(
+                "stabilization",
+                v,
+                stable,
+                f"recommendations of the last {span:g}s range {up_rec}..{down_rec}",
+            )
+        )
+    return stable, (*history, (now, v))
+
+
+def _cooldown(
+    p: CompiledPolicy, state: State, now: float, current: int, v: int, clamps: list[Clamp]
+) -> int:
+    """No move in a direction within its cooldown of the last action (either way)."""
+    cooldown = p.up.cooldown if v > current else p.down.cooldown
+    if cooldown <= 0.0:
+        return v
+    stamps = [t for t in (state.last_up, state.last_down) if t is not None]
+    if stamps and now - max(stamps) < cooldown:
+        since = now - max(stamps)
+        clamps.append(
+            Clamp(
+                "cooldown",
+                v,
+                current,
+                f"last scaling action {since:g}s ago, cooldown {cooldown:g}s",
+            )
+        )
+        return current
+    return v
+
+
+def _rate_limit(
+    p: CompiledPolicy,
+    events: tuple[tuple[float, int], ...],
+    now: float,
+    current: int,
+    v: int,
+    clamps: list[Clamp],
+) -> int:
+    """Kubernetes ``behavior.policies``: at most so much change per period."""
+    if v > current and p.up.limits:
+        limit = _up_limit(p.up, events, now, current)
+        if v > limit:
+            clamps.append(Clamp("rate limit", v, limit, "scale-up rate limit"))
+            return limit
+    elif v < current and p.down.limits:
+        limit = _down_limit(p.down, events, now, current)
+        if v < limit:
+            clamps.append(Clamp("rate limit", v, limit, "scale-down rate limit"))
+            return limit
+    return v
+
+
+def decide(
+    policy: ScalingPolicy | CompiledPolicy, obs: Observations, state: State, now: float
+) -> Decision:
+    """Decide the desired replica count at time ``now`` and explain it.
+
+    The controller and the simulator both call this, with the ``Decision.state``
+    of the previous call (``with_ready`` refreshed) as ``state``.
+    """
+    p = policy if isinstance(policy, CompiledPolicy) else policy.compiled
+    current = state.desired
+    views = view_windows(obs, p.metrics, now)
+    window = obs.window
+    results = tuple([c.evaluate(views[c.metric], state, now, window) for c in p.checks])
+    missing = any(r.recommendation is None for r in results)
+    failures = state.failures + 1 if missing else 0
+    raw = combine(results, current, p.group_of) if results else current
+
+    if p.paused:
+        held = State(
+            current,
+            state.ready,
+            state.last_up,
+            state.last_down,
+            state.recommendations,
+            state.events,
+            failures,
+        )
+        paused = ("paused: holding the current count",)
+        return Decision(current, "hold", current, raw, current, results, (), paused, held)
+
+    clamps: list[Clamp] = []
+    v = raw
+    if missing:
+        v = _guard_missing(p, results, failures, current, v, clamps)
+    history: tuple[tuple[float, int], ...] = ()
+    if p.history_span > 0.0:
+        v, history = _stabilize(p, state.recommendations, now, current, v, clamps)
+    if v != current:
+        v = _cooldown(p, state, now, current, v, clamps)
+    events = state.events
+    if events and events[0][0] <= now - p.events_span:
+        events = tuple([e for e in events if e[0] > now - p.events_span])
+    if v != current:
+        v = _rate_limit(p, events, now, current, v, clamps)
+    if v > p.max:
+        clamps.append(Clamp("max", v, p.max, f"policy max is {p.max}"))
+        v = p.max
+    elif v < p.min:
+        clamps.append(Clamp("min", v, p.min, f"policy min is {p.min}"))
+        v = p.min
+
+    notes: tuple[str, ...] = ()
+    proposed = v
+    if p.dry_run:
+        change = f"would scale to {v}, keeping {current}" if v != current else "no change"
+        notes = (f"dry run: {change}",)
+        v = current
+    last_up, last_down = state.last_up, state.last_down
+    direction: Direction = "hold"
+    if v > current:
+        direction, last_up = "up", now
+    elif v < current:
+        direction, last_down = "down", now
+    if v != current and p.events_span > 0.0:
+        events = (*events, (now, v - current))
+    next_state = State(v, state.ready, last_up, last_down, history, events, failures)
+    return Decision(v, direction, current, raw, proposed, results, tuple(clamps), notes, next_state)

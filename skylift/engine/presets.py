@@ -1,0 +1,83 @@
+"""Built-in policies, as the raw YAML-shaped dicts a user could have written.
+
+Keeping them as data (not models) means a preset goes through exactly the same
+validation as a hand-written policy, and a user override is a dict merge.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PRESETS = ("roadmap", "hpa")
+ROADMAP_RPS_FRACTION = 0.8
+"""The roadmap rps rule fires at 80% of the per-replica capacity: early enough to
+add a replica before the SLO breaks, late enough not to fire on normal load."""
+
+
+def _roadmap(capacity: float | None) -> dict[str, Any]:
+    checks: list[dict[str, Any]] = [
+        {"kind": "threshold", "metric": "cpu", "above": "70%", "for": "5m", "change": "+1"},
+        {"kind": "threshold", "metric": "memory", "above": "80%", "for": "5m", "change": "+1"},
+        {
+            "kind": "threshold",
+            "metric": "p95_latency",
+            "above": "500ms",
+            "for": "1m",
+            "change": "+1",
+        },
+        {"kind": "threshold", "metric": "cpu", "below": "30%", "for": "15m", "change": "-1"},
+    ]
+    if capacity is not None:
+        checks.insert(
+            2,
+            {
+                "kind": "threshold",
+                "metric": "rps",
+                "per_replica": True,
+                "above": round(capacity * ROADMAP_RPS_FRACTION, 6),
+                "for": "1m",
+                "change": "+1",
+            },
+        )
+    for check in checks:
+        check["group"] = "roadmap"
+    return {
+        "interval": "15s",
+        "checks": checks,
+        # Threshold rules step by one, so pacing comes from cooldowns, not rate limits.
+        "behavior": {
+            "up": {"cooldown": "1m"},
+            "down": {"cooldown": "5m"},
+        },
+    }
+
+
+def _hpa() -> dict[str, Any]:
+    return {
+        "interval": "15s",
+        "checks": [{"kind": "target", "metric": "cpu", "target": "70%", "tolerance": "10%"}],
+        "behavior": {
+            "up": {
+                "stabilization": "0s",
+                "select": "max",
+                "limits": [
+                    {"type": "percent", "value": "100%", "period": "15s"},
+                    {"type": "replicas", "value": 4, "period": "15s"},
+                ],
+            },
+            "down": {
+                "stabilization": "300s",
+                "select": "max",
+                "limits": [{"type": "percent", "value": "100%", "period": "15s"}],
+            },
+        },
+    }
+
+
+def preset_fields(name: str, capacity: float | None) -> dict[str, Any]:
+    """The fields a preset contributes; the caller's own fields override them."""
+    if name == "roadmap":
+        return _roadmap(capacity)
+    if name == "hpa":
+        return _hpa()
+    raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")

@@ -1,0 +1,225 @@
+"""p95 latency per service from HAProxy's request logs.
+
+HAProxy sends one datagram per request to a unix socket that skylift owns
+(``log <path> local0``); a :class:`LogReceiver` parses each line and records
+its latency in the service's sliding-window quantiles; a
+:class:`LatencySource` answers the collector from there. Datagrams are never
+acknowledged: when skylift is slow, HAProxy drops log lines (counted in
+``show info`` as ``DroppedLogs``) instead of slowing requests, so latency is
+then measured on a sample of the requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import stat
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+from skylift.metrics.base import SourceError
+from skylift.metrics.haproxy_log import parse_line
+from skylift.metrics.quantiles import SlidingQuantiles
+
+RECEIVE_BUFFER = 4 * 1024 * 1024
+"""Socket receive buffer asked for (the kernel caps it at net.core.rmem_max)."""
+
+
+@dataclass(slots=True)
+class LogCounters:
+    """What the receiver saw since it started (for status and debugging)."""
+
+    datagrams: int = 0
+    requests: int = 0
+    not_requests: int = 0  # notices, or lines in another format
+    unknown_backend: int = 0
+
+
+class LatencyTracker:
+    """Per-service sliding-window quantiles, fed by backend name.
+
+    ``backends`` maps HAProxy backend names to service names (``be_web`` ->
+    ``web``); lines of other backends are counted and ignored.
+    """
+
+    def __init__(
+        self,
+        backends: Mapping[str, str],
+        window: float = 60.0,
+        slots: int = 12,
+        relative_error: float = 0.02,
+    ) -> None:
+        self._service_of = dict(backends)
+        self._sketches = {
+            service: SlidingQuantiles(window, slots, relative_error)
+            for service in set(self._service_of.values())
+        }
+        self.counters = LogCounters()
+
+    def feed(self, line: bytes, now: float) -> None:
+        """Parse one datagram and record its latency (the receiver's hot path)."""
+        counters = self.counters
+        counters.datagrams += 1
+        record = parse_line(line)
+        if record is None:
+            counters.not_requests += 1
+            return
+        service = self._service_of.get(record.backend)
+        if service is None:
+            counters.unknown_backend += 1
+            return
+        counters.requests += 1
+        self._sketches[service].record(record.active_ms / 1000.0, now)
+
+    def quantile(self, service: str, q: float, now: float) -> float | None:
+        sketch = self._sketches.get(service)
+        return None if sketch is None else sketch.quantile(q, now)
+
+    def count(self, service: str, now: float) -> int:
+        sketch = self._sketches.get(service)
+        return 0 if sketch is None else sketch.count(now)
+
+
+class LogReceiver(asyncio.DatagramProtocol):
+    """Feeds every datagram to a tracker, stamped with ``clock()``.
+
+    ``clock`` must be the collector's clock (``time.monotonic`` in the
+    controller): the receive time is when the request ended, near enough.
+    """
+
+    def __init__(
+        self, tracker: LatencyTracker, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.tracker = tracker
+        self.clock = clock
+        self.transport: asyncio.DatagramTransport | None = None
+        self.error: OSError | None = None
+        self.closed = asyncio.Event()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # 3.11's selector datagram transport does not subclass DatagramTransport.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        self.tracker.feed(data, self.clock())
+
+    def error_received(self, exc: Exception) -> None:
+        if isinstance(exc, OSError):
+            self.error = exc
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if isinstance(exc, OSError):
+            self.error = exc
+        self.closed.set()
+
+
+def bind_log_socket(path: Path) -> socket.socket:
+    """A unix datagram socket at ``path``, mode 0600, replacing a stale socket file.
+
+    Refuses to replace anything that is not a socket: a misconfigured path
+    must never delete a user's file.
+    """
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise FileExistsError(f"{path} exists and is not a socket: remove it or pick another")
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        # Without write permission nobody can send to it, so the default
+        # umask's 0755 before the chmod admits no other user.
+        sock.bind(str(path))
+        os.chmod(path, 0o600)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class LogSocket:
+    """The bound socket and its receiver; :meth:`close` removes the socket file."""
+
+    def __init__(
+        self, path: Path, transport: asyncio.DatagramTransport, receiver: LogReceiver
+    ) -> None:
+        self.path = path
+        self.transport = transport
+        self.receiver = receiver
+
+    @classmethod
+    async def open(
+        cls, path: Path, tracker: LatencyTracker, clock: Callable[[], float] = time.monotonic
+    ) -> LogSocket:
+        """Bind ``path`` and start receiving on the running loop."""
+        sock = bind_log_socket(path)
+        receiver = LogReceiver(tracker, clock)
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await loop.create_datagram_endpoint(lambda: receiver, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(path, transport, receiver)
+
+    @property
+    def is_open(self) -> bool:
+        return not self.receiver.closed.is_set()
+
+    def close(self) -> None:
+        self.transport.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+class LatencySource:
+    """Metric source ``haproxy-log``: ``p95_latency`` of each service, in seconds.
+
+    No request in the window means no sample (the metric is MISSING, which
+    is the truth: there is no latency to report), not a failure -- unless
+    ``idle_value`` is given: the controller passes 0.0, because an idle
+    service has no latency problem and a missing p95 would block scale-in.
+    """
+
+    name = "haproxy-log"
+
+    def __init__(
+        self,
+        tracker: LatencyTracker,
+        log_socket: LogSocket | None = None,
+        quantile: float = 0.95,
+        metric: str = "p95_latency",
+        idle_value: float | None = None,
+    ) -> None:
+        self.tracker = tracker
+        self.log_socket = log_socket
+        self.q = quantile
+        self.metric = metric
+        self.idle_value = idle_value
+
+    def provides(self, service: str) -> frozenset[str]:
+        return frozenset({self.metric})
+
+    async def sample(self, service: str, now: float) -> Mapping[str, float]:
+        sock = self.log_socket
+        if sock is not None and not sock.is_open:
+            error = sock.receiver.error
+            raise SourceError(
+                f"log socket {sock.path} closed" + (f" ({error})" if error else ""),
+                "restart skylift so it binds the socket again",
+            )
+        value = self.tracker.quantile(service, self.q, now)
+        if value is None:
+            value = self.idle_value
+        return {} if value is None else {self.metric: value}
+
+
+def backend_map(services: Iterable[str], backend_of: Callable[[str], str]) -> dict[str, str]:
+    """``{"be_web": "web", ...}`` for :class:`LatencyTracker`."""
+    return {backend_of(service): service for service in services}

@@ -1,0 +1,129 @@
+"""HAProxy stats: CSV rows, rates from counters (resets too), the source's answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from skylift.lb.errors import SocketUnavailable
+from skylift.metrics.base import SourceError
+from skylift.metrics.haproxy_stats import (
+    STAT_COMMAND,
+    CounterRate,
+    HAProxyStatsSource,
+    parse_stat_rows,
+)
+
+HEADER = "# pxname,svname,qcur,qmax,scur,smax,slim,stot,status,rate,req_rate,req_tot,\n"
+
+
+def csv_answer(*rows: tuple[str, str, int, int, int, str]) -> str:
+    """rows of (pxname, svname, qcur, scur, stot, req_tot) in HAProxy's CSV layout."""
+    lines = [HEADER]
+    for px, sv, qcur, scur, stot, req_tot in rows:
+        lines.append(f"{px},{sv},{qcur},0,{scur},0,,{stot},UP,0,,{req_tot},\n")
+    return "".join(lines) + "\n"
+
+
+class FakeRuntime:
+    """In-memory stand-in for RuntimeClient.command: answers queued texts or raises."""
+
+    def __init__(self) -> None:
+        self.answers: list[str | Exception] = []
+        self.commands: list[str] = []
+
+    async def command(self, command: str) -> str:
+        self.commands.append(command)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def test_parse_rows_keeps_haproxy_column_names() -> None:
+    rows = parse_stat_rows(csv_answer(("be_web", "BACKEND", 1, 5, 10, "42")))
+    assert rows == [
+        {
+            "pxname": "be_web",
+            "svname": "BACKEND",
+            "qcur": "1",
+            "qmax": "0",
+            "scur": "5",
+            "smax": "0",
+            "slim": "",
+            "stot": "10",
+            "status": "UP",
+            "rate": "0",
+            "req_rate": "",
+            "req_tot": "42",
+        }
+    ]
+
+
+def test_parse_refuses_an_error_answer() -> None:
+    with pytest.raises(ValueError, match="Unknown command"):
+        parse_stat_rows("Unknown command: 'show stats'\n")
+
+
+def test_counter_rate_and_reset() -> None:
+    rate = CounterRate()
+    assert rate.update(0.0, 100) is None
+    assert rate.update(2.0, 300) == pytest.approx(100.0)
+    assert rate.update(2.0, 350) is None  # same poll twice: no interval
+    assert rate.update(3.0, 20) == pytest.approx(20.0)  # reload: new worker counts from 0
+    assert rate.resets == 1
+    assert rate.update(4.0, 70) == pytest.approx(50.0)
+
+
+async def test_source_reads_backend_rows_and_rates() -> None:
+    runtime = FakeRuntime()
+    runtime.answers = [
+        csv_answer(
+            ("fe_web", "FRONTEND", 0, 9, 50, "100"),
+            ("be_web", "BACKEND", 2, 7, 40, "1000"),
+            ("be_web", "r1", 1, 4, 20, ""),
+            ("be_web", "r2", 0, 3, 20, ""),
+            ("be_api", "BACKEND", 0, 1, 5, "10"),
+        ),
+        csv_answer(("be_web", "BACKEND", 0, 3, 41, "1600"), ("be_api", "BACKEND", 0, 0, 6, "0")),
+    ]
+    source = HAProxyStatsSource(runtime, backend_of=lambda s: f"be_{s}")
+    assert await source.sample("web", 10.0) == {"connections": 7.0, "queue": 3.0}
+    assert await source.sample("api", 10.0) == {"connections": 1.0, "queue": 0.0}
+    assert runtime.commands == [STAT_COMMAND]  # one show stat per poll serves every service
+    assert (await source.sample("web", 12.0))["rps"] == pytest.approx(300.0)
+    assert (await source.sample("api", 12.0))["rps"] == pytest.approx(0.0)  # reset: 0 since
+
+
+async def test_tcp_backend_counts_sessions() -> None:
+    runtime = FakeRuntime()
+    runtime.answers = [
+        csv_answer(("be_db", "BACKEND", 0, 1, 10, "")),
+        csv_answer(("be_db", "BACKEND", 0, 1, 30, "")),
+    ]
+    source = HAProxyStatsSource(runtime, backend_of=lambda s: f"be_{s}", metrics=frozenset({"rps"}))
+    assert await source.sample("db", 0.0) == {}
+    assert await source.sample("db", 1.0) == {"rps": 20.0}
+
+
+async def test_failures_are_typed_with_a_hint() -> None:
+    runtime = FakeRuntime()
+    runtime.answers = [
+        SocketUnavailable(STAT_COMMAND, "/x/haproxy.sock: [Errno 2] No such file"),
+        csv_answer(("be_other", "BACKEND", 0, 0, 0, "0")),
+    ]
+    source = HAProxyStatsSource(runtime, backend_of=lambda s: f"be_{s}")
+    with pytest.raises(SourceError, match="No such file") as info:
+        await source.sample("web", 1.0)
+    assert "stats socket" in info.value.hint
+    with pytest.raises(SourceError, match="be_web is not in"):
+        await source.sample("web", 2.0)
+
+
+def test_default_backend_name_comes_from_the_renderer() -> None:
+    source = HAProxyStatsSource(FakeRuntime())
+    assert source.backend_of("web") == "be_web"
+
+
+def test_unknown_metric_is_refused() -> None:
+    with pytest.raises(ValueError, match="cpu"):
+        HAProxyStatsSource(FakeRuntime(), metrics=frozenset({"cpu"}))

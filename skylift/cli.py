@@ -314,6 +314,41 @@ def events(
     emit(data, output, "\n".join(lines))
 
 
+@app.command()
+def explain(
+    service: Annotated[str, typer.Argument(help="service name")],
+    config: ConfigOpt = Path("skylift.yaml"),
+    output: OutputOpt = Output.table,
+) -> None:
+    """Why a service has the replica count it has: inputs, each check, every clamp."""
+    from skylift.client import ApiClient, ControllerUnreachable
+
+    loaded = load_or_exit(config)
+    if service not in loaded.config.services:
+        raise fail(f"no service {service!r} in {config}; have: {', '.join(loaded.config.services)}")
+    with ApiClient(loaded) as api:
+        try:
+            data = api.get(f"/api/v1/services/{service}/explain")
+        except (ControllerUnreachable, RuntimeError) as exc:
+            raise fail(str(exc)) from None
+    lines = [f"{service}: desired {data.get('desired')}"]
+    if data.get("inputs"):
+        shown = ", ".join(
+            f"{k}={'missing' if v is None else round(v, 4)}" for k, v in data["inputs"].items()
+        )
+        lines.append(f"inputs: {shown}")
+    for check in data.get("checks", []):
+        lines.append(f"  check  {check['reason']}")
+    for clamp in data.get("clamps", []):
+        lines.append(
+            f"  clamp  {clamp['stage']}: {clamp['before']} -> {clamp['after']}: {clamp['reason']}"
+        )
+    for source in data.get("failing_sources", []):
+        lines.append(f"  source {source['source']} failing: {', '.join(source['metrics'])} missing")
+    lines.extend(f"  {reason}" for reason in data.get("reasons", [])[:1])
+    emit(data, output, "\n".join(lines))
+
+
 def _events_offline(loaded: LoadedConfig, service: str | None, limit: int) -> list[Any]:
     from skylift.api.app import _event_dict
     from skylift.store import Store

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from skylift.engine import ScalingPolicy
+from skylift.metrics.resources import Resources
 from skylift.units import Duration
 
 ENV_PREFIX = "SKYLIFT_"
@@ -136,7 +137,27 @@ class Service(Model):
     start_timeout: Duration = Field(30.0, description="longest wait for a new replica's health")
     slowstart: Duration = Field(5.0, description="ramp a new replica's weight over this time")
     restart: Backoff = Backoff()
+    resources: Resources | None = Field(
+        None, description="per-replica request; cpu and memory metrics are fractions of it"
+    )
     autoscale: ScalingPolicy | None = None
+
+    @model_validator(mode="after")
+    def _autoscale_fits(self) -> Service:
+        policy = self.autoscale
+        if policy is None:
+            return self
+        needs = {getattr(c, "metric", None) for c in policy.checks}
+        lacking = [
+            m for m in ("cpu", "memory") if m in needs and getattr(self.resources, m, None) is None
+        ]
+        if lacking:
+            raise ValueError(
+                f"autoscale uses {' and '.join(lacking)}, measured as a fraction of the "
+                f"replica's request: add `resources: {{{', '.join(f'{m}: ...' for m in lacking)}}}`"
+                " to the service, e.g. `resources: {cpu: 0.5, memory: 256Mi}`"
+            )
+        return self
 
     _listen = field_validator("frontend", mode="before")(lambda cls, v: _parse_listen(v))
 
@@ -173,6 +194,15 @@ class ApiSettings(Model):
         return value
 
 
+class MetricsSettings(Model):
+    """How the autoscaler observes services."""
+
+    window: Duration = Field(30.0, description="averaging window the engine sees")
+    stale_after: int = Field(
+        3, ge=1, description="intervals without a fresh sample before a source counts as failing"
+    )
+
+
 class StoreSettings(Model):
     """Where state and events live. SQLite in the state directory unless a URL is given."""
 
@@ -190,6 +220,7 @@ class SkyliftConfig(Model):
     api: ApiSettings = ApiSettings()
     haproxy: HAProxySettings = HAProxySettings()
     store: StoreSettings = StoreSettings()
+    metrics: MetricsSettings = MetricsSettings()
     services: dict[str, Service] = Field(min_length=1)
 
     @field_validator("project")

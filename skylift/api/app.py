@@ -6,6 +6,7 @@ needs ``Authorization: Bearer <token>``. The server binds loopback only.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -72,6 +73,18 @@ def create_app(
             return JSONResponse({"error": f"no service named {name!r}"}, status_code=404)
         return JSONResponse({"service": name, "desired": replicas})
 
+    async def explain(request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            return JSONResponse(controller.explain(name))
+        except UnknownService:
+            return JSONResponse({"error": f"no service named {name!r}"}, status_code=404)
+
+    async def decisions(request: Request) -> Response:
+        service = request.query_params.get("service")
+        rows = controller.store.decisions(service=service, limit=100)
+        return JSONResponse({"decisions": [_event_dict(d) for d in rows]})
+
     async def shutdown(request: Request) -> Response:
         body: dict[str, Any] = {}
         if await request.body():
@@ -88,6 +101,8 @@ def create_app(
             Route("/api/v1/services", services),
             Route("/api/v1/events", events),
             Route("/api/v1/services/{name}/scale", scale, methods=["POST"]),
+            Route("/api/v1/services/{name}/explain", explain),
+            Route("/api/v1/decisions", decisions),
             Route("/api/v1/shutdown", shutdown, methods=["POST"]),
         ]
     )
@@ -116,9 +131,8 @@ class _RequireToken:
         await self.app(scope, receive, send)
 
 
-def _event_dict(event: Any) -> dict[str, Any]:
-    """Events come from the store as objects or dicts; the API speaks JSON."""
-    if isinstance(event, dict):
-        return event
-    fields = ("id", "ts", "service", "kind", "level", "message", "data")
-    return {f: getattr(event, f, None) for f in fields}
+def _event_dict(record: Any) -> dict[str, Any]:
+    """Store records (dataclasses) as JSON-ready dicts."""
+    if dataclasses.is_dataclass(record) and not isinstance(record, type):
+        return dataclasses.asdict(record)
+    return dict(record)

@@ -16,9 +16,11 @@ from typing import Any
 import structlog
 
 from skylift.config import LoadedConfig
+from skylift.controller.autoscaler import Autoscaler, reason_label
 from skylift.controller.protocols import Backend, Balancer
 from skylift.controller.recorder import ControllerMetrics, Recorder
 from skylift.controller.service import ServiceLoop
+from skylift.metrics import Collector
 from skylift.model import Replica, ReplicaState
 
 log = structlog.get_logger("skylift.controller")
@@ -41,6 +43,7 @@ class Controller:
         backends: Mapping[str, Backend],
         clock: Callable[[], float] = time.monotonic,
         probe: Callable[[Replica], Awaitable[bool]] | None = None,
+        collector: Collector | None = None,
     ) -> None:
         self.loaded = loaded
         self.config = loaded.config
@@ -54,6 +57,12 @@ class Controller:
         self.started = False
         self._backends = backends
         self._probe = probe
+        self.collector = collector
+        self.autoscalers = {
+            name: Autoscaler(name, svc.autoscale)
+            for name, svc in self.config.services.items()
+            if svc.autoscale is not None
+        }
 
     # -- start-up ---------------------------------------------------------
 
@@ -99,8 +108,9 @@ class Controller:
         stored = self.store.desired(name)
         if stored is None or self.store.configured_replicas(name) != configured:
             self.store.set_desired(name, configured, configured=configured)
-            return configured
-        return int(stored)
+            stored = configured
+        autoscaler = self.autoscalers.get(name)
+        return autoscaler.clamp(int(stored)) if autoscaler else int(stored)
 
     # -- running ------------------------------------------------------------
 
@@ -110,6 +120,8 @@ class Controller:
             asyncio.create_task(self._run_service(loop, stop), name=f"service-{name}")
             for name, loop in self.loops.items()
         ]
+        if self.collector is not None:
+            tasks.append(asyncio.create_task(self._run_collector(stop), name="collector"))
         try:
             await stop.wait()
         finally:
@@ -124,6 +136,7 @@ class Controller:
         last_sentence = ""
         while not stop.is_set():
             try:
+                self._autoscale(loop)
                 sentence = await loop.tick()
             except asyncio.CancelledError:
                 raise
@@ -149,6 +162,91 @@ class Controller:
                 last_sentence = sentence
             await self._sleep(self.config.interval, stop)
 
+    async def _run_collector(self, stop: asyncio.Event) -> None:
+        """Poll every metric source each interval; report sources that fail or recover."""
+        assert self.collector is not None
+        errors = 0
+        while not stop.is_set():
+            try:
+                await self.collector.collect(self.clock())
+            except Exception as exc:  # a bug in a source: throttled, and autoscaling holds
+                errors += 1
+                delay = min(MAX_ERROR_BACKOFF, self.config.interval * 2**errors)
+                log.exception("collect_failed", retry_in=delay)
+                self.recorder.event(
+                    "collector_error",
+                    f"metrics collection failed: {exc!r}; autoscaling holds; retrying in "
+                    f"{delay:.1f}s",
+                    level="error",
+                )
+                await self._sleep(delay, stop)
+                continue
+            errors = 0
+            for change in self.collector.transitions():
+                self.recorder.event(
+                    f"metrics_source_{change.kind}",
+                    change.message,
+                    service=change.service,
+                    level="warning" if change.kind == "failing" else "info",
+                    source=change.source,
+                    metrics=list(change.metrics),
+                )
+            await self._sleep(self.config.interval, stop)
+
+    def _autoscale(self, loop: ServiceLoop) -> None:
+        """Ask the engine for this service's count when its interval is due."""
+        autoscaler = self.autoscalers.get(loop.name)
+        now = self.clock()
+        if autoscaler is None or self.collector is None or not autoscaler.due(now):
+            return
+        obs = self.collector.observations(loop.name, now)
+        decision = autoscaler.evaluate(obs, loop.desired, loop.count(ReplicaState.READY), now)
+        reason = reason_label(decision)
+        self.metrics.decisions.labels(loop.name, decision.direction, reason).inc()
+        self.store.record_decision(
+            loop.name,
+            decision.desired,
+            decision.direction,
+            list(decision.reasons),
+            inputs=autoscaler.last_inputs,
+        )
+        if decision.desired != loop.desired:
+            old = loop.desired
+            loop.desired = decision.desired
+            self.store.set_desired(loop.name, decision.desired)
+            self.recorder.event(
+                "autoscaled",
+                f"desired replicas {old} -> {decision.desired}: {decision.reasons[0]}",
+                service=loop.name,
+                old=old,
+                new=decision.desired,
+                direction=decision.direction,
+                reasons=list(decision.reasons),
+                inputs=autoscaler.last_inputs,
+            )
+
+    def explain(self, service: str) -> dict[str, Any]:
+        """Why the service has the count it has (``skylift explain``)."""
+        loop = self._loop(service)
+        autoscaler = self.autoscalers.get(service)
+        now = self.clock()
+        if autoscaler is None:
+            return {
+                "service": service,
+                "desired": loop.desired,
+                "autoscale": False,
+                "reasons": [f"no autoscale policy: desired {loop.desired} is set by config/scale"],
+            }
+        out = autoscaler.explain(now)
+        out["autoscale"] = True
+        if self.collector is not None:
+            out["failing_sources"] = [
+                {"source": h.source, "metrics": list(h.metrics)}
+                for h in self.collector.failing()
+                if h.service == service
+            ]
+        return out
+
     @staticmethod
     async def _sleep(seconds: float, stop: asyncio.Event) -> None:
         with contextlib.suppress(TimeoutError):
@@ -161,6 +259,9 @@ class Controller:
         m.replicas_starting.labels(loop.name).set(loop.count(ReplicaState.STARTING))
         m.crash_loop.labels(loop.name).set(1 if loop.crash.crash_loop else 0)
         m.last_tick.labels(loop.name).set(now)
+        autoscaler = self.autoscalers.get(loop.name)
+        if autoscaler is not None and autoscaler.last is not None:
+            m.recommended.labels(loop.name).set(autoscaler.last.recommended)
 
     # -- what the API asks --------------------------------------------------
 
@@ -197,6 +298,20 @@ class Controller:
         except KeyError:
             raise UnknownService(service) from None
 
+    def _autoscale_status(self, name: str, now: float) -> dict[str, Any] | None:
+        autoscaler = self.autoscalers.get(name)
+        if autoscaler is None:
+            return None
+        last = autoscaler.last
+        return {
+            "min": autoscaler.policy.min,
+            "max": autoscaler.policy.max,
+            "last_direction": last.direction if last else None,
+            "last_reason": last.reasons[0] if last else None,
+            "inputs": autoscaler.last_inputs,
+            "next_in": round(max(0.0, autoscaler.next_at - now), 1),
+        }
+
     def status(self) -> dict[str, Any]:
         now = self.clock()
         services: dict[str, Any] = {}
@@ -207,6 +322,7 @@ class Controller:
                 "ready": loop.count(ReplicaState.READY),
                 "state": loop.state,
                 "crash": loop.crash.as_dict(now),
+                "autoscale": self._autoscale_status(name, now),
                 "replicas": [
                     {
                         "id": r.id,

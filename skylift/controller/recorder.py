@@ -81,6 +81,18 @@ class ControllerMetrics:
             ["service"],
             registry=self.registry,
         )
+        self.decisions = Counter(
+            "skylift_scaling_decisions_total",
+            "Autoscaling decisions, by direction and what drove them",
+            ["service", "direction", "reason"],
+            registry=self.registry,
+        )
+        self.recommended = Gauge(
+            "skylift_replicas_recommended",
+            "What the autoscaling checks asked for before clamps",
+            ["service"],
+            registry=self.registry,
+        )
         self.tick_errors = Counter(
             "skylift_control_loop_errors_total",
             "Reconcile ticks that raised",

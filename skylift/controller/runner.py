@@ -21,12 +21,26 @@ import uvicorn
 from skylift.api.app import create_app
 from skylift.api.token import ensure_state_dir, load_or_create_token
 from skylift.backends.process import ProcessBackend
-from skylift.config import LoadedConfig, split_listen
+from skylift.config import LoadedConfig, SkyliftConfig, split_listen
 from skylift.controller.core import Controller
 from skylift.lb.balancer import HAProxyBalancer
+from skylift.lb.render import backend_name
+from skylift.metrics import (
+    Collector,
+    HAProxyStatsSource,
+    LatencySource,
+    LatencyTracker,
+    LogSocket,
+    MetricSource,
+    ProcessStatsSource,
+    backend_map,
+)
 from skylift.store import Store
 
 log = structlog.get_logger("skylift.runner")
+
+LOG_SOCKET = "log.sock"
+"""HAProxy's request log (unix datagram) in the state dir, read for p95 latency."""
 
 
 class _ApiServer(uvicorn.Server):
@@ -37,14 +51,54 @@ class _ApiServer(uvicorn.Server):
         yield
 
 
+def wants_metrics(loaded: LoadedConfig) -> bool:
+    return any(svc.autoscale is not None for svc in loaded.config.services.values())
+
+
 def build_controller(loaded: LoadedConfig, store: Store) -> Controller:
     state_dir = loaded.state_dir
     backends = {
         name: ProcessBackend(name, svc.backend, loaded.base_dir, state_dir)
         for name, svc in loaded.config.services.items()
     }
-    balancer = HAProxyBalancer(state_dir=state_dir, settings=loaded.config.haproxy)
+    balancer = HAProxyBalancer(
+        state_dir=state_dir,
+        settings=loaded.config.haproxy,
+        log_socket=state_dir / LOG_SOCKET if wants_metrics(loaded) else None,
+    )
     return Controller(loaded, store, balancer, backends)
+
+
+async def attach_collector(controller: Controller, balancer: HAProxyBalancer) -> LogSocket:
+    """Metric sources for autoscaling: process stats, HAProxy stats, HAProxy logs."""
+    config = controller.config
+    services = list(config.services)
+    tracker = LatencyTracker(backend_map(services, backend_name), window=config.metrics.window)
+    log_socket = await LogSocket.open(controller.loaded.state_dir / LOG_SOCKET, tracker)
+    resources = {n: s.resources for n, s in config.services.items() if s.resources is not None}
+    sources: list[MetricSource] = [
+        ProcessStatsSource(lambda name: controller.loops[name].replicas(), resources),
+        HAProxyStatsSource(balancer.runtime, backend_of=backend_name),
+        LatencySource(tracker, log_socket, idle_value=0.0),
+    ]
+    controller.collector = Collector(
+        services,
+        sources,
+        interval=config.interval,
+        window=config.metrics.window,
+        stale_after=config.metrics.stale_after,
+        retention=longest_rule(config) + config.metrics.window,
+    )
+    return log_socket
+
+
+def longest_rule(config: SkyliftConfig) -> float:
+    """History the collector must keep so every `for` duration can be judged."""
+    spans = [0.0]
+    for svc in config.services.values():
+        if svc.autoscale is not None:
+            spans.extend(float(getattr(c, "for_", 0.0)) for c in svc.autoscale.checks)
+    return max(spans)
 
 
 async def serve(loaded: LoadedConfig) -> int:
@@ -86,7 +140,11 @@ async def _serve_locked(loaded: LoadedConfig, store: Store, pid_file: os.PathLik
     )
     Path(pid_file).write_text(f"{os.getpid()}\n", encoding="ascii")  # noqa: ASYNC240
     api_task = asyncio.create_task(server.serve(), name="api")
+    log_socket = None
     try:
+        if wants_metrics(loaded):
+            assert isinstance(controller.balancer, HAProxyBalancer)
+            log_socket = await attach_collector(controller, controller.balancer)
         await controller.start()
         controller.recorder.event(
             "controller_started",
@@ -102,6 +160,8 @@ async def _serve_locked(loaded: LoadedConfig, store: Store, pid_file: os.PathLik
                 "controller stopped; replicas and HAProxy keep serving (`skylift down` stops them)",
             )
     finally:
+        if log_socket is not None:
+            log_socket.close()
         server.should_exit = True
         await asyncio.gather(api_task, return_exceptions=True)
     return 0

@@ -19,11 +19,8 @@ class ApiClient:
 
     def __init__(self, loaded: LoadedConfig, timeout: float = 10.0) -> None:
         self.base = f"http://{loaded.config.api.listen}"
-        token = read_token(loaded.state_dir)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._client = httpx.Client(
-            base_url=self.base, headers=headers, timeout=timeout, trust_env=False
-        )
+        self._state_dir = loaded.state_dir
+        self._client = httpx.Client(base_url=self.base, timeout=timeout, trust_env=False)
 
     def __enter__(self) -> ApiClient:
         return self
@@ -32,6 +29,11 @@ class ApiClient:
         self._client.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        if "Authorization" not in self._client.headers:
+            # read late: a controller started a moment ago writes its token on start-up
+            token = read_token(self._state_dir)
+            if token:
+                self._client.headers["Authorization"] = f"Bearer {token}"
         try:
             response = self._client.request(method, path, **kwargs)
         except httpx.TransportError as exc:

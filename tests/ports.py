@@ -1,32 +1,36 @@
-"""Free loopback ports chosen at run time (never hard-coded in tests)."""
+"""Free loopback ports chosen at run time (never hard-coded in tests).
+
+Ports come from below the kernel's ephemeral range: outgoing connections
+(thousands per load test) take their local ports from that range, so a
+listener placed there could find its port taken a moment later.
+"""
 
 from __future__ import annotations
 
+import random
 import socket
+
+LOW, HIGH = 15000, 32000  # below the usual ip_local_port_range (32768-60999)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_port_block(1)
 
 
 def free_port_block(size: int) -> int:
     """First port of ``size`` consecutive ports that are free right now."""
-    for _ in range(200):
-        start = free_port()
-        if start + size >= 65535:
-            continue
-        socks = []
-        try:
-            for port in range(start, start + size):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
+    rng = random.SystemRandom()
+    for _ in range(500):
+        start = rng.randrange(LOW, HIGH - size)
+        if all(_bindable(port) for port in range(start, start + size)):
             return start
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise RuntimeError(f"no block of {size} free ports found")
+    raise RuntimeError(f"no block of {size} free ports found in {LOW}-{HIGH}")

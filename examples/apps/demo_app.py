@@ -8,6 +8,7 @@ can start it without installing anything.
 Endpoints:
   ``GET /``          -> ``{"replica": id, "pid": pid, "service": $SKYLIFT_SERVICE or null}``
   ``GET /work?ms=N`` -> burns N ms of CPU (capped), returns replica/pid/ms
+  ``GET /sleep?ms=N`` -> waits N ms without CPU (a slow downstream call), same reply
   ``GET /healthz``   -> 200 ``ok`` (text/plain)
   anything else      -> 404
 
@@ -61,7 +62,7 @@ class DemoHandler(BaseHTTPRequestHandler):
             self._json(200, self._identity())
         elif url.path == "/healthz":
             self._reply(200, b"ok", "text/plain")
-        elif url.path == "/work":
+        elif url.path in ("/work", "/sleep"):
             query = parse_qs(url.query)
             try:
                 ms = float(query.get("ms", ["10"])[0])
@@ -69,6 +70,10 @@ class DemoHandler(BaseHTTPRequestHandler):
                 self._json(400, {"error": "ms must be a number"})
                 return
             ms = max(0.0, min(ms, float(MAX_WORK_MS)))
+            if url.path == "/sleep":
+                time.sleep(ms / 1000.0)
+                self._json(200, {**self._identity(), "ms": ms})
+                return
             burnt = burn_cpu(ms)
             self._json(200, {**self._identity(), "ms": ms, "cpu_ms": round(burnt, 3)})
         else:

@@ -7,12 +7,14 @@ controller), so a failing test leaves nothing behind.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -48,6 +50,7 @@ class Deployment:
     run_tag: str = field(default_factory=lambda: uuid.uuid4().hex)
     api_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
+    store_url: str | None = None
 
     @property
     def config_path(self) -> Path:
@@ -69,6 +72,8 @@ class Deployment:
             "haproxy": {"metrics": f"127.0.0.1:{self.metrics_port}"},
             "services": self.services,
         }
+        if self.store_url:
+            config["store"] = {"url": self.store_url}
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     def cli(
@@ -178,3 +183,66 @@ def deployment_factory(tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
     finally:
         for deployment in made:
             deployment.teardown()
+
+
+class DrainWatcher:
+    """Samples HAProxy's per-server request counters while a test scales in.
+
+    A server seen in DRAIN must not count one more request afterwards: that is
+    what "a draining replica gets no new requests before it stops" means.
+    """
+
+    def __init__(self, socket_path: Path, backend: str, every: float = 0.05) -> None:
+        self.socket_path = socket_path
+        self.backend = backend
+        self.every = every
+        # (t, server, state, stot): stot counts connections to the server when they are
+        # made (req_tot only when a request ends); the demo app closes each connection
+        # after one request, so stot counts requests as they are sent.
+        self.samples: list[tuple[float, str, str, int]] = []
+        self.sessions: dict[str, int] = {}  # latest current sessions per server
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> DrainWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        from skylift.lb.runtime import RuntimeClient
+
+        client = RuntimeClient(self.socket_path)
+        while not self._stop.is_set():
+            try:
+                rows = asyncio.run(client.show_stat(self.backend))
+            except Exception:  # socket busy during a reload: just sample again
+                rows = []
+            now = time.monotonic()
+            for row in rows:
+                self.samples.append((now, row.name, str(row.state), row.stot))
+                self.sessions[row.name] = row.scur
+            self._stop.wait(self.every)
+
+    OUT_OF_ROTATION = ("drain", "maint")
+
+    def busy(self, servers: int) -> bool:
+        """At least ``servers`` servers hold a session right now."""
+        return sum(1 for n in dict(self.sessions).values() if n > 0) >= servers
+
+    def drained(self) -> set[str]:
+        return {name for _, name, state, _ in self.samples if state in self.OUT_OF_ROTATION}
+
+    def requests_after_drain(self) -> dict[str, int]:
+        """Per server: requests counted after it left rotation (should be 0)."""
+        first: dict[str, int] = {}
+        grew: dict[str, int] = {}
+        for _, name, state, count in self.samples:
+            if name not in first and state in self.OUT_OF_ROTATION:
+                first[name] = count
+            elif name in first:
+                grew[name] = max(grew.get(name, 0), count - first[name])
+        return {name: grew.get(name, 0) for name in first}

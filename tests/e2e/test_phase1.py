@@ -12,7 +12,7 @@ import httpx
 import psutil
 
 from skylift.loadgen import constant_plan, run_load_in_thread
-from tests.e2e.harness import Deployment, wait_for, web_service
+from tests.e2e.harness import Deployment, DrainWatcher, wait_for, web_service
 
 Deploy = Callable[..., Deployment]
 
@@ -68,18 +68,30 @@ def test_kill_9_under_load_loses_nothing_and_is_replaced(deploy: Deploy) -> None
 def test_scale_out_and_in_under_load_loses_nothing(deploy: Deploy) -> None:
     d = deploy()
     d.up()
-    with run_load_in_thread(constant_plan(d.frontend(), "/", rps=50, duration=30)) as load:
+    # slow requests keep sessions open, so each drain lasts long enough to be watched
+    slow_plan = constant_plan(d.frontend(), "/sleep?ms=1500", rps=20, duration=30)
+    with (
+        run_load_in_thread(constant_plan(d.frontend(), "/", rps=50, duration=30)) as load,
+        run_load_in_thread(slow_plan) as slow,
+    ):
         wait_for(lambda: load.progress and load.progress.sent > 50, 15, "load to start")
         d.cli("scale", "web", "6")
         wait_for(lambda: d.service()["ready"] == 6, 20, "6 ready replicas")
-        d.cli("scale", "web", "2")
-        wait_for(
-            lambda: len(d.service()["replicas"]) == 2 and d.service()["ready"] == 2,
-            25,
-            "scale-in to 2 replicas",
-        )
+        with DrainWatcher(d.state_dir / "haproxy.sock", "be_web") as watcher:
+            wait_for(lambda: watcher.busy(6), 15, "slow requests in flight on all 6 replicas")
+            d.cli("scale", "web", "2")
+            wait_for(
+                lambda: len(d.service()["replicas"]) == 2 and d.service()["ready"] == 2,
+                25,
+                "scale-in to 2 replicas",
+            )
         load.stop()
+        slow.stop()
     report = load.result()
+    slow_report = slow.result()
+    assert slow_report.errors == 0, slow_report.errors_by_kind
+    assert len(watcher.drained()) == 4, watcher.drained()
+    assert watcher.requests_after_drain() == dict.fromkeys(watcher.drained(), 0)
     assert report.errors == 0, report.errors_by_kind
     assert report.ok == report.sent > 200
     assert len(report.replicas) >= 6  # traffic reached the scaled-out replicas

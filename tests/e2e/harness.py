@@ -51,6 +51,7 @@ class Deployment:
     api_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
     store_url: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # more top-level config keys
 
     @property
     def config_path(self) -> Path:
@@ -74,6 +75,7 @@ class Deployment:
         }
         if self.store_url:
             config["store"] = {"url": self.store_url}
+        config.update(self.settings)
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     def cli(

@@ -24,6 +24,7 @@ from skylift.metrics.resources import Resources
 from skylift.units import Duration
 
 ENV_PREFIX = "SKYLIFT_"
+EngineMetric = Literal["cpu", "memory", "rps", "connections", "p95_latency", "queue"]
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _NAME_HINT = "use lowercase letters, digits and '-', starting with a letter (max 31 chars)"
 
@@ -141,6 +142,11 @@ class Service(Model):
         None, description="per-replica request; cpu and memory metrics are fractions of it"
     )
     autoscale: ScalingPolicy | None = None
+    prometheus: dict[EngineMetric, str] = Field(
+        default_factory=dict,
+        description="take these metrics from Prometheus instead (metric -> PromQL instant "
+        "query); needs metrics.prometheus_url",
+    )
 
     @model_validator(mode="after")
     def _autoscale_fits(self) -> Service:
@@ -149,7 +155,9 @@ class Service(Model):
             return self
         needs = {getattr(c, "metric", None) for c in policy.checks}
         lacking = [
-            m for m in ("cpu", "memory") if m in needs and getattr(self.resources, m, None) is None
+            m
+            for m in ("cpu", "memory")
+            if m in needs and m not in self.prometheus and getattr(self.resources, m, None) is None
         ]
         if lacking:
             raise ValueError(
@@ -197,6 +205,10 @@ class ApiSettings(Model):
 class MetricsSettings(Model):
     """How the autoscaler observes services."""
 
+    prometheus_url: str | None = Field(
+        None, description="Prometheus base URL for services' `prometheus:` queries"
+    )
+
     window: Duration = Field(30.0, description="averaging window the engine sees")
     stale_after: int = Field(
         3, ge=1, description="intervals without a fresh sample before a source counts as failing"
@@ -229,6 +241,16 @@ class SkyliftConfig(Model):
         if not _NAME_RE.match(value):
             raise ValueError(f"invalid name {value!r}: {_NAME_HINT}")
         return value
+
+    @model_validator(mode="after")
+    def _prometheus_has_url(self) -> SkyliftConfig:
+        users = [n for n, s in self.services.items() if s.prometheus]
+        if users and not self.metrics.prometheus_url:
+            raise ValueError(
+                f"services {', '.join(users)} query Prometheus but metrics.prometheus_url is "
+                "not set: add `metrics: {prometheus_url: http://127.0.0.1:9090}`"
+            )
+        return self
 
     @field_validator("services")
     @classmethod

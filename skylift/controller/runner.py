@@ -15,6 +15,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import structlog
 import uvicorn
 
@@ -33,8 +34,10 @@ from skylift.metrics import (
     LogSocket,
     MetricSource,
     ProcessStatsSource,
+    PrometheusSource,
     backend_map,
 )
+from skylift.metrics.override import Without
 from skylift.store import Store
 
 log = structlog.get_logger("skylift.runner")
@@ -69,18 +72,35 @@ def build_controller(loaded: LoadedConfig, store: Store) -> Controller:
     return Controller(loaded, store, balancer, backends)
 
 
-async def attach_collector(controller: Controller, balancer: HAProxyBalancer) -> LogSocket:
-    """Metric sources for autoscaling: process stats, HAProxy stats, HAProxy logs."""
+async def attach_collector(
+    controller: Controller, balancer: HAProxyBalancer, cleanup: contextlib.AsyncExitStack
+) -> None:
+    """Metric sources for autoscaling: process stats, HAProxy stats and logs, Prometheus."""
     config = controller.config
     services = list(config.services)
     tracker = LatencyTracker(backend_map(services, backend_name), window=config.metrics.window)
     log_socket = await LogSocket.open(controller.loaded.state_dir / LOG_SOCKET, tracker)
+    cleanup.callback(log_socket.close)
     resources = {n: s.resources for n, s in config.services.items() if s.resources is not None}
     sources: list[MetricSource] = [
         ProcessStatsSource(lambda name: controller.loops[name].replicas(), resources),
         HAProxyStatsSource(balancer.runtime, backend_of=backend_name),
         LatencySource(tracker, log_socket, idle_value=0.0),
     ]
+    queries = {
+        n: {str(metric): q for metric, q in s.prometheus.items()}
+        for n, s in config.services.items()
+        if s.prometheus
+    }
+    if queries and config.metrics.prometheus_url:
+        # a metric a service takes from Prometheus is no longer read from HAProxy or psutil
+        taken = {name: frozenset(q) for name, q in queries.items()}
+        sources = [Without(source, taken) for source in sources]
+        client = httpx.AsyncClient(
+            base_url=config.metrics.prometheus_url, timeout=config.interval, trust_env=False
+        )
+        cleanup.push_async_callback(client.aclose)
+        sources.append(PrometheusSource(client, queries))
     controller.collector = Collector(
         services,
         sources,
@@ -89,7 +109,6 @@ async def attach_collector(controller: Controller, balancer: HAProxyBalancer) ->
         stale_after=config.metrics.stale_after,
         retention=longest_rule(config) + config.metrics.window,
     )
-    return log_socket
 
 
 def longest_rule(config: SkyliftConfig) -> float:
@@ -140,11 +159,11 @@ async def _serve_locked(loaded: LoadedConfig, store: Store, pid_file: os.PathLik
     )
     Path(pid_file).write_text(f"{os.getpid()}\n", encoding="ascii")  # noqa: ASYNC240
     api_task = asyncio.create_task(server.serve(), name="api")
-    log_socket = None
+    cleanup = contextlib.AsyncExitStack()
     try:
         if wants_metrics(loaded):
             assert isinstance(controller.balancer, HAProxyBalancer)
-            log_socket = await attach_collector(controller, controller.balancer)
+            await attach_collector(controller, controller.balancer, cleanup)
         await controller.start()
         controller.recorder.event(
             "controller_started",
@@ -160,8 +179,7 @@ async def _serve_locked(loaded: LoadedConfig, store: Store, pid_file: os.PathLik
                 "controller stopped; replicas and HAProxy keep serving (`skylift down` stops them)",
             )
     finally:
-        if log_socket is not None:
-            log_socket.close()
+        await cleanup.aclose()
         server.should_exit = True
         await asyncio.gather(api_task, return_exceptions=True)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import threading
 import time
@@ -13,6 +14,7 @@ from skylift.engine import ScalingPolicy
 from skylift.loadgen import constant_plan, run_load_in_thread, trace_plan
 from skylift.sim import ServiceModel, parse_trace, simulate
 from tests.e2e.harness import Deployment, wait_for, web_service
+from tests.fakes.prometheus import fake_prometheus
 
 Deploy = Callable[..., Deployment]
 
@@ -172,3 +174,21 @@ def test_lost_stats_socket_holds_then_recovers(deploy: Deploy) -> None:
         "the source to recover",
     )
     wait_for(lambda: d.service()["desired"] == 1, 60, "normal scale-in once metrics return")
+
+
+def test_scales_on_a_prometheus_metric(deploy: Deploy) -> None:
+    """rps taken from a (fake) Prometheus instead of HAProxy drives the count both ways."""
+    query = 'sum(rate(http_requests_total{job="web"}[1m]))'
+    values = {query: 5.0}
+    with fake_prometheus(values) as prometheus:
+        d = autoscaled(deploy({"web": web_service(replicas=1)}))
+        d.services["web"]["prometheus"] = {"rps": query}
+        d.settings["metrics"]["prometheus_url"] = prometheus
+        d.write()
+        d.up()
+        values[query] = 100.0  # no real traffic: only Prometheus says the load is up
+        wait_for(lambda: d.service()["ready"] == 4, 40, "4 replicas for 100 rps at 30 each")
+        explained = json.loads(d.cli("explain", "web", "-o", "json").stdout)
+        assert explained["inputs"]["rps"] == 100.0
+        values[query] = 5.0
+        wait_for(lambda: d.service()["desired"] == 1, 60, "scale-in when Prometheus says idle")

@@ -179,3 +179,23 @@ def test_cli_validate_exit_codes(tmp_path: Path) -> None:
 def test_examples_are_valid() -> None:
     for example in sorted((REPO / "examples").glob("*.yaml")):
         load_config(example, environ={})
+
+
+def test_prometheus_queries_need_a_url_and_known_metrics(tmp_path: Path) -> None:
+    found = issues(
+        tmp_path,
+        GOOD + "    prometheus: {rps: 'sum(rate(x[1m]))', latency: 'y'}\n",
+    )
+    assert "services.web.prometheus.latency" in " ".join(found)
+    found = issues(tmp_path, GOOD + "    prometheus: {rps: 'sum(rate(x[1m]))'}\n")
+    assert any("metrics.prometheus_url" in v for v in found.values())
+
+
+def test_autoscale_on_cpu_needs_a_cpu_request(tmp_path: Path) -> None:
+    policy = "    autoscale: {checks: [{kind: target, metric: cpu, target: 70%}]}\n"
+    found = issues(tmp_path, GOOD + policy)
+    assert "resources: {cpu: ...}" in found["services.web"]
+    loaded = load_config(
+        write(tmp_path, GOOD + policy + "    resources: {cpu: 500m}\n"), environ={}
+    )
+    assert loaded.config.services["web"].resources is not None

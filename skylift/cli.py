@@ -115,11 +115,12 @@ def up(
         bool, typer.Option("--detach", "-d", help="run in the background; return once ready")
     ] = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait for readiness (--detach)")] = 90,
+    output: OutputOpt = Output.table,
 ) -> None:
     """Start the controller: replicas, HAProxy and the local API."""
     loaded = load_or_exit(config)
     if detach:
-        raise typer.Exit(_up_detached(loaded, timeout))
+        raise typer.Exit(_up_detached(loaded, timeout, output))
     from skylift.controller.runner import serve
     from skylift.store import ControllerAlreadyRunning
 
@@ -130,7 +131,7 @@ def up(
     raise typer.Exit(code)
 
 
-def _up_detached(loaded: LoadedConfig, timeout: float) -> int:
+def _up_detached(loaded: LoadedConfig, timeout: float, output: Output) -> int:
     from skylift.api.token import ensure_state_dir
     from skylift.client import ApiClient, ControllerUnreachable
 
@@ -170,12 +171,12 @@ def _up_detached(loaded: LoadedConfig, timeout: float) -> int:
                 continue
             services = last["services"]
             if services and all(s["ready"] >= s["desired"] for s in services.values()):
-                typer.echo(f"skylift controller running (pid {child.pid}), log: {log_path}")
-                for name, svc in services.items():
-                    typer.echo(
-                        f"  {name}: {svc['ready']}/{svc['desired']} ready on "
-                        f"http://{svc['frontend']}/"
-                    )
+                lines = [f"skylift controller running (pid {child.pid}), log: {log_path}"]
+                lines += [
+                    f"  {name}: {svc['ready']}/{svc['desired']} ready on http://{svc['frontend']}/"
+                    for name, svc in services.items()
+                ]
+                emit({**last, "pid": child.pid, "log": str(log_path)}, output, "\n".join(lines))
                 return EXIT_OK
             time.sleep(0.3)
     pending = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -24,7 +25,8 @@ def ready_pids(d: Deployment, service: str = "web") -> dict[str, int]:
 
 def test_quickstart_spreads_requests_over_all_replicas(deploy: Deploy) -> None:
     d = deploy()
-    d.up()
+    up = json.loads(d.cli("up", "--detach", "-o", "json").stdout)
+    assert up["services"]["web"]["ready"] == 3 and up["pid"] == d.controller_pid()
     svc = d.service()
     assert svc["desired"] == 3 and svc["ready"] == 3
     assert {r["state"] for r in svc["replicas"]} == {"ready"}

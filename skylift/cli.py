@@ -230,7 +230,7 @@ async def _down_offline(loaded: LoadedConfig) -> None:
         with store.acquire_controller_lock(owner=f"down:{os.getpid()}"):
             controller = build_controller(loaded, store)
             for name, spec in loaded.config.services.items():
-                backend = controller._backends[name]
+                backend = controller.backends[name]
                 for replica in backend.adopt(store.replicas(service=name)):
                     await backend.stop(replica, spec.stop_grace)
                     store.delete_replica(replica.id)

@@ -22,6 +22,7 @@ from skylift.controller.recorder import ControllerMetrics, Recorder
 from skylift.controller.service import ServiceLoop
 from skylift.metrics import Collector
 from skylift.model import Replica, ReplicaState
+from skylift.store import Store
 
 log = structlog.get_logger("skylift.controller")
 
@@ -38,7 +39,7 @@ class Controller:
     def __init__(
         self,
         loaded: LoadedConfig,
-        store: Any,
+        store: Store,
         balancer: Balancer,
         backends: Mapping[str, Backend],
         clock: Callable[[], float] = time.monotonic,
@@ -55,7 +56,7 @@ class Controller:
         self.loops: dict[str, ServiceLoop] = {}
         self.last_tick: dict[str, float] = {}
         self.started = False
-        self._backends = backends
+        self.backends = backends
         self._probe = probe
         self.collector = collector
         self.autoscalers = {
@@ -70,7 +71,7 @@ class Controller:
         """Adopt what runs, bring HAProxy up with it, create one loop per service."""
         adopted: dict[str, list[Any]] = {}
         for name, spec in self.config.services.items():
-            backend = self._backends[name]
+            backend = self.backends[name]
             records = self.store.replicas(service=name)
             alive = backend.adopt(records)
             alive_ids = {r.id for r in alive}

@@ -9,7 +9,7 @@ from skylift.backends.base import Backend
 from skylift.config import Service
 from skylift.model import Replica
 
-__all__ = ["Backend", "Balancer", "ServerView"]
+__all__ = ["Backend", "Balancer", "ReplicaRecords", "ServerView"]
 
 
 class ServerView(Protocol):
@@ -41,3 +41,11 @@ class Balancer(Protocol):
     async def status(self, service: str) -> Mapping[str, Any]: ...
 
     async def stop(self) -> None: ...
+
+
+class ReplicaRecords(Protocol):
+    """Where a service loop persists its replicas, so a restarted controller finds them."""
+
+    def upsert_replica(self, replica: Replica) -> None: ...
+
+    def delete_replica(self, replica_id: str) -> Any: ...

@@ -20,7 +20,7 @@ import structlog
 
 from skylift.config import Service
 from skylift.controller.crash import CrashTracker
-from skylift.controller.protocols import Backend, Balancer
+from skylift.controller.protocols import Backend, Balancer, ReplicaRecords
 from skylift.controller.recorder import Recorder
 from skylift.model import Replica, ReplicaState
 
@@ -49,7 +49,7 @@ class ServiceLoop:
         spec: Service,
         backend: Backend,
         balancer: Balancer,
-        store: Any,
+        store: ReplicaRecords,
         recorder: Recorder,
         desired: int,
         clock: Callable[[], float] = time.monotonic,

@@ -293,26 +293,42 @@ def events(
     config: ConfigOpt = Path("skylift.yaml"),
     service: Annotated[str | None, typer.Option(help="only this service")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    decisions: Annotated[
+        bool, typer.Option("--decisions", help="every autoscaling decision, holds included")
+    ] = False,
     output: OutputOpt = Output.table,
 ) -> None:
     """List recent events (starts, health transitions, scaling, errors), newest last."""
     from skylift.client import ApiClient, ControllerUnreachable
 
     loaded = load_or_exit(config)
+    kind = "decisions" if decisions else "events"
     params: dict[str, Any] = {"limit": limit}
     if service:
         params["service"] = service
     with ApiClient(loaded) as api:
         try:
-            data = api.get("/api/v1/events", params=params)
+            data = api.get(f"/api/v1/{kind}", params=params)
         except ControllerUnreachable:
-            data = {"events": _events_offline(loaded, service, limit)}
-    lines = [
-        f"{e['ts']}  {e.get('level', ''):<7} {e.get('service') or '-':<10} {e['kind']:<22} "
-        f"{e['message']}"
-        for e in data["events"]
-    ]
+            data = {kind: _records_offline(loaded, kind, service, limit)}
+    if decisions:
+        lines = [
+            f"{_when(d['ts'])}  {d['service']:<10} {d['direction']:<5} desired {d['desired']:<3} "
+            f"{d['reasons'][0] if d['reasons'] else ''}  inputs: "
+            + ", ".join(f"{k}={v}" for k, v in (d.get("inputs") or {}).items() if v is not None)
+            for d in data[kind]
+        ]
+    else:
+        lines = [
+            f"{_when(e['ts'])}  {e.get('level', ''):<7} {e.get('service') or '-':<10} "
+            f"{e['kind']:<22} {e['message']}"
+            for e in data[kind]
+        ]
     emit(data, output, "\n".join(lines))
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
 @app.command()
@@ -350,13 +366,17 @@ def explain(
     emit(data, output, "\n".join(lines))
 
 
-def _events_offline(loaded: LoadedConfig, service: str | None, limit: int) -> list[Any]:
+def _records_offline(loaded: LoadedConfig, kind: str, service: str | None, limit: int) -> list[Any]:
+    """Read events or decisions straight from the store when no controller runs."""
     from skylift.api.app import _event_dict
     from skylift.store import Store
 
     store = Store.open(loaded.store_url)
     try:
-        return [_event_dict(e) for e in store.events(service=service, limit=limit)]
+        rows = (store.decisions if kind == "decisions" else store.events)(
+            service=service, limit=limit
+        )
+        return [_event_dict(r) for r in rows]
     finally:
         store.close()
 

@@ -47,14 +47,20 @@ def create_app(
     async def services(_: Request) -> Response:
         return JSONResponse(controller.status())
 
-    async def events(request: Request) -> Response:
-        service = request.query_params.get("service")
-        try:
-            limit = min(1000, max(1, int(request.query_params.get("limit", "100"))))
-        except ValueError:
-            return JSONResponse({"error": "limit must be an integer"}, status_code=400)
-        rows = controller.store.events(service=service, limit=limit)
-        return JSONResponse({"events": [_event_dict(e) for e in rows]})
+    def listing(kind: str) -> Callable[[Request], Awaitable[Response]]:
+        """GET handler for a store listing (events or decisions), newest ``limit``."""
+
+        async def handler(request: Request) -> Response:
+            service = request.query_params.get("service")
+            try:
+                limit = min(1000, max(1, int(request.query_params.get("limit", "100"))))
+            except ValueError:
+                return JSONResponse({"error": "limit must be an integer"}, status_code=400)
+            read = controller.store.decisions if kind == "decisions" else controller.store.events
+            rows = read(service=service, limit=limit)
+            return JSONResponse({kind: [_event_dict(r) for r in rows]})
+
+        return handler
 
     async def scale(request: Request) -> Response:
         name = request.path_params["name"]
@@ -80,11 +86,6 @@ def create_app(
         except UnknownService:
             return JSONResponse({"error": f"no service named {name!r}"}, status_code=404)
 
-    async def decisions(request: Request) -> Response:
-        service = request.query_params.get("service")
-        rows = controller.store.decisions(service=service, limit=100)
-        return JSONResponse({"decisions": [_event_dict(d) for d in rows]})
-
     async def shutdown(request: Request) -> Response:
         body: dict[str, Any] = {}
         if await request.body():
@@ -99,10 +100,10 @@ def create_app(
             Route("/readyz", readyz),
             Route("/metrics", metrics),
             Route("/api/v1/services", services),
-            Route("/api/v1/events", events),
+            Route("/api/v1/events", listing("events")),
             Route("/api/v1/services/{name}/scale", scale, methods=["POST"]),
             Route("/api/v1/services/{name}/explain", explain),
-            Route("/api/v1/decisions", decisions),
+            Route("/api/v1/decisions", listing("decisions")),
             Route("/api/v1/shutdown", shutdown, methods=["POST"]),
         ]
     )

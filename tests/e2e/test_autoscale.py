@@ -190,5 +190,11 @@ def test_scales_on_a_prometheus_metric(deploy: Deploy) -> None:
         wait_for(lambda: d.service()["ready"] == 4, 40, "4 replicas for 100 rps at 30 each")
         explained = json.loads(d.cli("explain", "web", "-o", "json").stdout)
         assert explained["inputs"]["rps"] == 100.0
+        decisions = json.loads(d.cli("events", "--decisions", "-o", "json").stdout)["decisions"]
+        ups = [x for x in decisions if x["direction"] == "up"]
+        assert ups and ups[-1]["inputs"]["rps"] == 100.0 and ups[-1]["reasons"]
+        assert any(x["direction"] == "hold" for x in decisions)  # holds are recorded too
+        table = d.cli("events", "--decisions").stdout
+        assert "scale up" in table and "rps=100.0" in table
         values[query] = 5.0
         wait_for(lambda: d.service()["desired"] == 1, 60, "scale-in when Prometheus says idle")

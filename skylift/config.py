@@ -19,11 +19,13 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from skylift.config_docker import DockerBackend
 from skylift.engine import ScalingPolicy
 from skylift.metrics.resources import Resources
 from skylift.units import Duration
 
 ENV_PREFIX = "SKYLIFT_"
+BACKEND_KINDS = ("process", "docker")
 EngineMetric = Literal["cpu", "memory", "rps", "connections", "p95_latency", "queue"]
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _NAME_HINT = "use lowercase letters, digits and '-', starting with a letter (max 31 chars)"
@@ -131,7 +133,9 @@ class Service(Model):
 
     frontend: Listen = Field(description="where HAProxy listens for this service, HOST:PORT")
     replicas: int = Field(1, ge=1, le=1000, description="desired replicas without autoscaling")
-    backend: ProcessBackend
+    backend: Annotated[ProcessBackend | DockerBackend, Field(discriminator="kind")] = Field(
+        description="where replicas run: `kind: process` (default) or `kind: docker`"
+    )
     health: HealthCheck = HealthCheck()
     drain_timeout: Duration = Field(30.0, description="longest wait for sessions to end")
     stop_grace: Duration = Field(10.0, description="SIGTERM to SIGKILL")
@@ -142,11 +146,20 @@ class Service(Model):
         None, description="per-replica request; cpu and memory metrics are fractions of it"
     )
     autoscale: ScalingPolicy | None = None
+
     prometheus: dict[EngineMetric, str] = Field(
         default_factory=dict,
         description="take these metrics from Prometheus instead (metric -> PromQL instant "
         "query); needs metrics.prometheus_url",
     )
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _default_kind(cls, value: Any) -> Any:
+        """`kind: process` is the default, so a backend without `kind` is a process."""
+        if isinstance(value, Mapping) and "kind" not in value:
+            return {"kind": "process", **value}
+        return value
 
     @model_validator(mode="after")
     def _autoscale_fits(self) -> Service:
@@ -271,7 +284,11 @@ class SkyliftConfig(Model):
                     for n, s in self.services.items()
                 },
             },
-            {n: (s.backend.ports.start, s.backend.ports.end) for n, s in self.services.items()},
+            {
+                n: (s.backend.ports.start, s.backend.ports.end)
+                for n, s in self.services.items()
+                if isinstance(s.backend, ProcessBackend)
+            },
         )
         if clashes:
             raise ValueError("port clash: " + "; ".join(clashes) + ": give each a distinct port")
@@ -331,7 +348,9 @@ def _raw_port_clashes(data: Mapping[str, Any]) -> list[ConfigIssue]:
         if port is not None:
             listeners[f"services.{name}.frontend"] = port
         backend = svc.get("backend")
-        ports = backend.get("ports", {}) if isinstance(backend, Mapping) else {}
+        if not isinstance(backend, Mapping) or backend.get("kind", "process") != "process":
+            continue  # only process replicas take ports from a range
+        ports = backend.get("ports", {})
         if isinstance(ports, Mapping):
             start, end = ports.get("start", 20000), ports.get("end", 20999)
             if isinstance(start, int) and isinstance(end, int):
@@ -443,7 +462,7 @@ def _known_fields(root: type[BaseModel], loc: tuple[int | str, ...]) -> list[str
 def _issues_from(error: ValidationError) -> list[ConfigIssue]:
     issues = []
     for err in error.errors():
-        loc = tuple(err["loc"])
+        loc = _strip_union_tags(tuple(err["loc"]))
         path = ".".join(str(p) for p in loc) or "(root)"
         kind = err["type"]
         message = err["msg"].removeprefix("Value error, ")
@@ -465,6 +484,16 @@ def _issues_from(error: ValidationError) -> list[ConfigIssue]:
             hint = f"got {err.get('input')!r}"
         issues.append(ConfigIssue(path, message, hint))
     return issues
+
+
+def _strip_union_tags(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """Drop pydantic's union tag (``backend.process.command`` -> ``backend.command``)."""
+    out: list[int | str] = []
+    for i, part in enumerate(loc):
+        if i > 0 and loc[i - 1] == "backend" and part in BACKEND_KINDS:
+            continue
+        out.append(part)
+    return tuple(out)
 
 
 def _strip_dict_keys(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:

@@ -21,8 +21,10 @@ import uvicorn
 
 from skylift.api.app import create_app
 from skylift.api.token import ensure_state_dir, load_or_create_token
+from skylift.backends.base import Backend
 from skylift.backends.process import ProcessBackend
 from skylift.config import LoadedConfig, SkyliftConfig, split_listen
+from skylift.config_docker import DockerBackend as DockerBackendConfig
 from skylift.controller.core import Controller
 from skylift.lb.balancer import HAProxyBalancer
 from skylift.lb.render import backend_name
@@ -60,10 +62,16 @@ def wants_metrics(loaded: LoadedConfig) -> bool:
 
 def build_controller(loaded: LoadedConfig, store: Store) -> Controller:
     state_dir = loaded.state_dir
-    backends = {
-        name: ProcessBackend(name, svc.backend, loaded.base_dir, state_dir)
-        for name, svc in loaded.config.services.items()
-    }
+    backends: dict[str, Backend] = {}
+    for name, svc in loaded.config.services.items():
+        if isinstance(svc.backend, DockerBackendConfig):
+            # optional dependency: imported only when a service asks for it, with a clear
+            # "pip install 'skylift[docker]'" message if it is missing
+            from skylift.backends.docker import DockerBackend
+
+            backends[name] = DockerBackend(name, svc.backend, project=loaded.config.project)
+        else:
+            backends[name] = ProcessBackend(name, svc.backend, loaded.base_dir, state_dir)
     balancer = HAProxyBalancer(
         state_dir=state_dir,
         settings=loaded.config.haproxy,

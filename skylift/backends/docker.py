@@ -1,0 +1,559 @@
+"""Replicas as Docker containers of a local image (``backend: {kind: docker}``).
+
+Each replica is one container, labelled ``skylift.project``, ``skylift.service``
+and ``skylift.replica``, publishing its port on ``127.0.0.1`` with a host port
+Docker picks (``-p 127.0.0.1::PORT``); the replica's address is that loopback
+port, so HAProxy balances containers exactly like local processes.
+
+A replica is identified by container id *and* creation time, both kept in
+``Replica.handle``: after a controller restart only a running container whose
+labels, id and creation time all match the record is adopted.
+
+Health: a container whose image (or run) defines a HEALTHCHECK counts as not
+alive once Docker reports it ``unhealthy``, so the controller replaces it as it
+would a crashed replica (Docker alone never restarts an unhealthy container).
+``health()`` exposes the raw status. See docs/docker.md.
+
+The Docker SDK is synchronous: ``start``/``stop`` run it in worker threads;
+``is_alive``/``exit_code``/``adopt`` make one local API round trip each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import math
+import re
+import shlex
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+try:
+    import docker
+    import docker.errors
+    import requests
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "the docker backend needs the Docker SDK: pip install 'skylift[docker]'"
+    ) from exc
+
+from skylift.backends.base import BackendError, StartFailed
+from skylift.backends.ports import LOOPBACK
+from skylift.model import Replica, ReplicaState
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+
+    from skylift.config_docker import DockerBackend as DockerBackendConfig
+
+LABEL_PROJECT = "skylift.project"
+LABEL_SERVICE = "skylift.service"
+LABEL_REPLICA = "skylift.replica"
+API_TIMEOUT = 30.0  # seconds for one Engine API call (stop adds its grace on top)
+_PORT_WAIT = 5.0  # after start, longest wait for Docker to report the published port
+_POLL = 0.05
+_LOG_TAIL = 20  # log lines quoted when a container exits right at start
+_REPLICA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_FRACTION = re.compile(r"(\.\d{1,6})\d*")
+# the Engine cannot be asked right now (daemon down or restarting, socket gone)
+_UNREACHABLE = (docker.errors.DockerException, requests.exceptions.RequestException, BackendError)
+
+Health = Literal["starting", "healthy", "unhealthy"]
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerEvent:
+    """One change of a replica's container, as the Docker events stream reports it.
+
+    ``kind`` is ``died`` (the container's main process exited; ``exit_code``
+    set), ``unhealthy`` or ``healthy`` (its HEALTHCHECK changed status).
+    """
+
+    replica_id: str
+    container_id: str
+    kind: Literal["died", "unhealthy", "healthy"]
+    exit_code: int | None
+    at: float  # epoch seconds, as reported by the daemon
+
+
+class EventStream:
+    """Container events of one service, read from the Engine in a worker thread."""
+
+    def __init__(
+        self,
+        raw: Any,
+        parse: Callable[[Mapping[str, Any]], ContainerEvent | None],
+        service: str,
+    ) -> None:
+        self._raw = raw  # docker's CancellableStream of decoded event dicts
+        self._parse = parse
+        self._service = service
+        self._queue: asyncio.Queue[Mapping[str, Any] | BaseException | None] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(
+            target=self._pump, args=(loop,), name=f"docker-events-{service}", daemon=True
+        )
+        self._thread.start()
+
+    def _pump(self, loop: asyncio.AbstractEventLoop) -> None:
+        item: BaseException | None = None
+        try:
+            for raw in self._raw:
+                loop.call_soon_threadsafe(self._queue.put_nowait, raw)
+        except Exception as exc:  # handed to the consumer, never swallowed
+            item = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
+            loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> ContainerEvent:
+        while True:
+            raw = await self._queue.get()
+            if raw is None or isinstance(raw, BaseException):
+                raise BackendError(
+                    f"Docker events stream for {self._service!r} ended: {raw or 'closed'}; "
+                    "subscribe again"
+                )
+            event = self._parse(raw)
+            if event is not None:
+                return event
+
+    async def aclose(self) -> None:
+        """Close the stream; the reader thread ends with it."""
+        with contextlib.suppress(Exception):  # already broken: nothing left to close
+            await asyncio.to_thread(self._raw.close)
+
+
+class DockerBackend:
+    """Runs the replicas of one service as containers on this host's Docker Engine.
+
+    No I/O happens here: the client (``client_factory``, default
+    ``docker.from_env``, honouring ``DOCKER_HOST``) is created on first use.
+    """
+
+    def __init__(
+        self,
+        service_name: str,
+        config: DockerBackendConfig,
+        *,
+        project: str,
+        client_factory: Callable[[], DockerClient] | None = None,
+    ) -> None:
+        self.service_name = service_name
+        self.project = project
+        self._config = config
+        self._client_factory = client_factory or _default_client
+        self._client: DockerClient | None = None
+        self._client_lock = threading.Lock()
+        self._known: dict[str, Replica] = {}  # started or adopted, not yet stopped
+        self._exit_codes: dict[str, int] = {}  # last exit code seen per replica id
+
+    # -- the Backend protocol ------------------------------------------------
+
+    async def start(self, service: str, replica_id: str) -> Replica:
+        if service != self.service_name:
+            raise ValueError(f"this backend runs {self.service_name!r}, not {service!r}")
+        if not _REPLICA_ID.match(replica_id):
+            raise ValueError(
+                f"invalid replica id {replica_id!r}: use letters, digits, '.', '_', '-' "
+                "(it names the container)"
+            )
+        if replica_id in self._known:
+            raise ValueError(f"replica {replica_id!r} is already running")
+        replica = await asyncio.to_thread(self._start_sync, replica_id)
+        self._known[replica_id] = replica
+        return replica
+
+    async def stop(self, replica: Replica, grace: float) -> int | None:
+        """``docker stop`` with ``grace`` (rounded up to whole seconds), then remove it.
+
+        Returns the container's exit code (Docker's: 137 after SIGKILL, 143
+        for a SIGTERM the app did not handle), ``None`` when the container is
+        not this service's (never stopped) or was already removed.
+        """
+        try:
+            return await asyncio.to_thread(self._stop_sync, replica, grace)
+        finally:
+            self._known.pop(replica.id, None)
+
+    def is_alive(self, replica: Replica) -> bool:
+        """Running and not reported ``unhealthy`` by its own HEALTHCHECK.
+
+        When the Engine cannot be asked (daemon restarting), the answer is
+        True: an unknown state must not make the controller replace everything.
+        """
+        try:
+            attrs = self._inspect(replica)
+        except _UNREACHABLE:
+            return True
+        if attrs is None:
+            return False
+        state = attrs["State"]
+        if not state.get("Running"):
+            self._exit_codes[replica.id] = int(state.get("ExitCode", 0))
+            return False
+        return _health(attrs) != "unhealthy"
+
+    def exit_code(self, replica: Replica) -> int | None:
+        """``State.ExitCode`` of an exited container (``None`` while it runs or when unknown)."""
+        try:
+            attrs = self._inspect(replica)
+        except _UNREACHABLE:
+            attrs = None
+        if attrs is not None and not attrs["State"].get("Running"):
+            code = int(attrs["State"].get("ExitCode", 0))
+            self._exit_codes[replica.id] = code
+            return code
+        return self._exit_codes.get(replica.id) if attrs is None else None
+
+    def adopt(self, records: Sequence[Replica]) -> list[Replica]:
+        """Records whose container still runs with the same id, creation time and labels.
+
+        The port is re-read from Docker (a container restarted by its engine
+        may have been given a new host port).
+        """
+        mine = [r for r in records if r.service == self.service_name]
+        if not mine:
+            return []
+        running = {a["Id"]: a for a in self._list(running_only=True)}
+        adopted = []
+        for record in mine:
+            attrs = running.get(record.handle.get("container_id", ""))
+            if attrs is None or not self._is_record_of(attrs, record):
+                continue
+            replica = dataclasses.replace(record, handle=dict(record.handle))
+            port = _host_port(attrs, self._config.port)
+            if port is not None:
+                replica.port = port
+            self._known[record.id] = replica
+            adopted.append(replica)
+        return adopted
+
+    def log_path(self, replica: Replica) -> Path:
+        """The container's json-file log on the host (``docker logs`` reads it nicely)."""
+        return Path(replica.handle.get("log", ""))
+
+    # -- extras for the controller and operators -----------------------------
+
+    def health(self, replica: Replica) -> Health | None:
+        """The container's HEALTHCHECK status, ``None`` without one (or when gone)."""
+        attrs = self._inspect(replica)
+        return None if attrs is None else _health(attrs)
+
+    def find(self) -> list[Replica]:
+        """Every running container labelled for this project and service, as replicas.
+
+        Lets the controller spot strays (started, then the controller died
+        before recording them) and stop or adopt them deliberately.
+        """
+        return [self._replica_from(a) for a in self._list(running_only=True)]
+
+    async def events(self) -> EventStream:
+        """Subscribe to deaths and health changes of this service's containers.
+
+        Returns once the Engine's events stream is open, so nothing that
+        happens afterwards is missed. Iterate the result (``async for``) and
+        ``await stream.aclose()`` when done. The iteration raises
+        :class:`BackendError` if the stream breaks (dockerd restarts): the
+        consumer subscribes again and relies on ``is_alive`` polling meanwhile.
+        """
+        filters = {
+            "type": ["container"],
+            "event": ["die", "health_status"],
+            "label": [f"{LABEL_PROJECT}={self.project}", f"{LABEL_SERVICE}={self.service_name}"],
+        }
+        stream = await asyncio.to_thread(
+            self.client.api.events, since=int(time.time()), decode=True, filters=filters
+        )
+        return EventStream(stream, self._event_from, self.service_name)
+
+    def close(self) -> None:
+        """Close the Engine connection (a later call opens a new one)."""
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    # -- internals -----------------------------------------------------------
+
+    @property
+    def client(self) -> DockerClient:
+        with self._client_lock:
+            if self._client is None:
+                try:
+                    self._client = self._client_factory()
+                except docker.errors.DockerException as exc:
+                    raise BackendError(
+                        f"cannot reach the Docker Engine: {exc}; start dockerd or set DOCKER_HOST"
+                    ) from exc
+            return self._client
+
+    def _labels(self, replica_id: str) -> dict[str, str]:
+        return {
+            **self._config.labels,
+            LABEL_PROJECT: self.project,
+            LABEL_SERVICE: self.service_name,
+            LABEL_REPLICA: replica_id,
+        }
+
+    def _container_name(self, replica_id: str) -> str:
+        # controller ids already start with the service name ("web-a1b2c3")
+        if replica_id.startswith(f"{self.service_name}-"):
+            return f"{self.project}-{replica_id}"
+        return f"{self.project}-{self.service_name}-{replica_id}"
+
+    def _command(self, replica_id: str) -> list[str] | None:
+        command = self._config.command
+        if command is None:
+            return None
+        argv = shlex.split(command) if isinstance(command, str) else list(command)
+        port = str(self._config.port)
+        return [t.replace("{port}", port).replace("{replica}", replica_id) for t in argv]
+
+    def _start_sync(self, replica_id: str) -> Replica:
+        api = self.client.api
+        cfg = self._config
+        try:
+            self.client.images.get(cfg.image)
+        except docker.errors.ImageNotFound:
+            raise StartFailed(
+                f"image {cfg.image!r} of {self.service_name!r} is not in the local Docker "
+                "Engine and skylift never pulls: build or `docker load` it first"
+            ) from None
+        host_config = api.create_host_config(
+            port_bindings={cfg.port: (LOOPBACK, None)},  # None: Docker picks the host port
+            nano_cpus=round(cfg.cpus * 1e9) if cfg.cpus is not None else None,
+            mem_limit=cfg.memory,
+            init=cfg.init or None,
+        )
+        env = {
+            **cfg.env,
+            "SKYLIFT_REPLICA": replica_id,
+            "SKYLIFT_SERVICE": self.service_name,
+            "PORT": str(cfg.port),
+        }
+        name = self._container_name(replica_id)
+
+        def create() -> str:
+            created = api.create_container(
+                cfg.image,
+                command=self._command(replica_id),
+                name=name,
+                labels=self._labels(replica_id),
+                environment=env,
+                ports=[cfg.port],
+                host_config=host_config,
+                detach=True,
+            )
+            return str(created["Id"])
+
+        try:
+            try:
+                container_id = create()
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:
+                    raise
+                self._remove_leftover(name, replica_id)
+                container_id = create()
+        except docker.errors.APIError as exc:
+            raise StartFailed(f"cannot create container {name!r}: {_explain(exc)}") from exc
+        try:
+            api.start(container_id)
+            attrs = self._wait_published(container_id)
+        except BaseException as exc:
+            with contextlib.suppress(docker.errors.DockerException):
+                api.remove_container(container_id, v=True, force=True)
+            if isinstance(exc, docker.errors.APIError):
+                raise StartFailed(f"cannot start container {name!r}: {_explain(exc)}") from exc
+            raise
+        return self._replica_from(attrs)
+
+    def _wait_published(self, container_id: str) -> dict[str, Any]:
+        """Inspect until Docker reports the host port; StartFailed if the container exits."""
+        api = self.client.api
+        deadline = time.monotonic() + _PORT_WAIT
+        while True:
+            attrs: dict[str, Any] = api.inspect_container(container_id)
+            if not attrs["State"].get("Running"):
+                code = attrs["State"].get("ExitCode")
+                logs = api.logs(container_id, tail=_LOG_TAIL).decode(errors="replace").strip()
+                raise StartFailed(
+                    f"container of {self.service_name!r} exited at once with code {code}"
+                    + (f"; last log lines:\n{logs}" if logs else "; it logged nothing")
+                    + "\ncheck backend.image, backend.command and backend.port"
+                )
+            if _host_port(attrs, self._config.port) is not None:
+                return attrs
+            if time.monotonic() >= deadline:
+                raise StartFailed(
+                    f"Docker published no host port for {self.service_name!r} port "
+                    f"{self._config.port}/tcp within {_PORT_WAIT}s"
+                )
+            time.sleep(_POLL)
+
+    def _remove_leftover(self, name: str, replica_id: str) -> None:
+        """A container with our name exists: remove it only if it is this replica's corpse."""
+        api = self.client.api
+        try:
+            attrs = api.inspect_container(name)
+        except docker.errors.NotFound:
+            return
+        labels = attrs["Config"].get("Labels") or {}
+        ours = labels.get(LABEL_SERVICE) == self.service_name and (
+            labels.get(LABEL_PROJECT) == self.project and labels.get(LABEL_REPLICA) == replica_id
+        )
+        if not ours or attrs["State"].get("Running"):
+            raise StartFailed(
+                f"a container named {name!r} already exists"
+                + (" and runs" if attrs["State"].get("Running") else " and is not skylift's")
+                + f": remove it (`docker rm -f {name}`) or use another project name"
+            )
+        api.remove_container(attrs["Id"], v=True, force=True)
+
+    def _stop_sync(self, replica: Replica, grace: float) -> int | None:
+        container_id = replica.handle.get("container_id")
+        if not container_id:
+            return None
+        api = self.client.api
+        try:
+            attrs = api.inspect_container(container_id)
+        except docker.errors.NotFound:
+            return self._exit_codes.get(replica.id)
+        if not self._is_record_of(attrs, replica):
+            return None  # not the container this replica started: never touch a stranger
+        try:
+            if attrs["State"].get("Running"):
+                api.stop(container_id, timeout=max(0, math.ceil(grace)))
+            code = int(api.inspect_container(container_id)["State"].get("ExitCode", 0))
+            self._exit_codes[replica.id] = code
+            api.remove_container(container_id, v=True, force=True)
+        except docker.errors.NotFound:  # removed meanwhile (by an operator, or --rm)
+            return self._exit_codes.get(replica.id)
+        except docker.errors.APIError as exc:
+            raise BackendError(f"cannot stop container of {replica.id}: {_explain(exc)}") from exc
+        return code
+
+    def _inspect(self, replica: Replica) -> dict[str, Any] | None:
+        container_id = replica.handle.get("container_id")
+        if not container_id:
+            return None
+        try:
+            attrs: dict[str, Any] = self.client.api.inspect_container(container_id)
+        except docker.errors.NotFound:
+            return None
+        return attrs if self._is_record_of(attrs, replica) else None
+
+    def _list(self, *, running_only: bool) -> list[dict[str, Any]]:
+        """Full inspect data of this service's containers (one list call + one per container)."""
+        api = self.client.api
+        found = api.containers(
+            all=not running_only,
+            filters={
+                "label": [f"{LABEL_PROJECT}={self.project}", f"{LABEL_SERVICE}={self.service_name}"]
+            },
+        )
+        out = []
+        for summary in found:
+            with contextlib.suppress(docker.errors.NotFound):  # removed since listed
+                out.append(api.inspect_container(summary["Id"]))
+        return out
+
+    def _is_record_of(self, attrs: Mapping[str, Any], replica: Replica) -> bool:
+        """Same container (id and creation time) carrying this replica's labels."""
+        labels = attrs["Config"].get("Labels") or {}
+        return (
+            attrs["Id"] == replica.handle.get("container_id")
+            and attrs["Created"] == replica.handle.get("created")
+            and labels.get(LABEL_PROJECT) == self.project
+            and labels.get(LABEL_SERVICE) == self.service_name
+            and labels.get(LABEL_REPLICA) == replica.id
+        )
+
+    def _replica_from(self, attrs: Mapping[str, Any]) -> Replica:
+        labels = attrs["Config"].get("Labels") or {}
+        state = attrs["State"]
+        port = _host_port(attrs, self._config.port)
+        return Replica(
+            id=labels.get(LABEL_REPLICA, attrs["Name"].lstrip("/")),
+            service=self.service_name,
+            host=LOOPBACK,
+            port=port or 0,
+            state=ReplicaState.STARTING,
+            pid=int(state["Pid"]) if state.get("Pid") else None,
+            started_at=_epoch(state.get("StartedAt", "")),
+            handle={
+                "container_id": attrs["Id"],
+                "created": attrs["Created"],
+                "name": attrs["Name"].lstrip("/"),
+                "image": str(attrs["Config"].get("Image", "")),
+                "log": str(attrs.get("LogPath") or ""),
+            },
+        )
+
+    def _event_from(self, raw: Mapping[str, Any]) -> ContainerEvent | None:
+        actor = raw.get("Actor") or {}
+        labels = actor.get("Attributes") or {}
+        replica_id = labels.get(LABEL_REPLICA)
+        action = str(raw.get("Action") or raw.get("status") or "")
+        if replica_id is None:
+            return None
+        at = float(raw.get("timeNano", 0)) / 1e9 or float(raw.get("time", 0))
+        container_id = str(actor.get("ID") or raw.get("id") or "")
+        if action == "die":
+            code = labels.get("exitCode")
+            exit_code = int(code) if code is not None and code.lstrip("-").isdigit() else None
+            if exit_code is not None:
+                self._exit_codes[replica_id] = exit_code
+            return ContainerEvent(replica_id, container_id, "died", exit_code, at)
+        if action.startswith("health_status"):
+            status = action.partition(":")[2].strip()
+            if status in ("healthy", "unhealthy"):
+                kind: Literal["healthy", "unhealthy"] = (
+                    "healthy" if status == "healthy" else "unhealthy"
+                )
+                return ContainerEvent(replica_id, container_id, kind, None, at)
+        return None
+
+
+def _default_client() -> DockerClient:
+    return docker.from_env(timeout=int(API_TIMEOUT))
+
+
+def _health(attrs: Mapping[str, Any]) -> Health | None:
+    status = (attrs["State"].get("Health") or {}).get("Status")
+    if status in ("starting", "healthy", "unhealthy"):
+        return status  # type: ignore[no-any-return]
+    return None
+
+
+def _host_port(attrs: Mapping[str, Any], container_port: int) -> int | None:
+    """The loopback host port Docker gave ``container_port/tcp``."""
+    bindings = (attrs["NetworkSettings"].get("Ports") or {}).get(f"{container_port}/tcp") or []
+    for binding in bindings:
+        if binding.get("HostIp") in (LOOPBACK, "") and str(binding.get("HostPort", "")).isdigit():
+            return int(binding["HostPort"])
+    return None
+
+
+def _epoch(stamp: str) -> float | None:
+    """Docker's RFC 3339 time with nanoseconds -> epoch seconds (None when unset)."""
+    if not stamp or stamp.startswith("0001-"):
+        return None
+    try:
+        return datetime.fromisoformat(
+            _FRACTION.sub(r"\1", stamp.replace("Z", "+00:00"))
+        ).timestamp()
+    except ValueError:
+        return None
+
+
+def _explain(exc: docker.errors.APIError) -> str:
+    return str(exc.explanation or exc)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,7 +33,7 @@ from skylift.sim import (
     simulate,
     verdicts,
 )
-from skylift.sim.bench import PolicyRef
+from skylift.sim.bench import PolicyRef, trace_clock
 from skylift.units import parse_duration
 
 EXIT_RUNTIME = 1
@@ -73,14 +74,16 @@ def load_policy_file(path: Path) -> ScalingPolicy:
         raise PolicyError(f"invalid policy in {path}:\n{exc}") from exc
 
 
-def resolve_policy(spec: str, capacity: float, peak_demand: int) -> PolicyRef:
-    """A built-in name (oracle, hpa, roadmap) or a YAML policy file."""
+def resolve_policy(
+    spec: str, capacity: float, peak_demand: int, timezone: str = "UTC"
+) -> PolicyRef:
+    """A built-in name (oracle, hpa, roadmap, predictive, scheduled) or a YAML policy file."""
     if spec in BUILTIN:
-        return preset_policy(spec, capacity, peak_demand)
+        return preset_policy(spec, capacity, peak_demand, timezone)
     path = Path(spec)
     if path.is_file():
         return load_policy_file(path)
-    raise PolicyError(f"unknown policy {spec!r}: use oracle, hpa, roadmap or a YAML file path")
+    raise PolicyError(f"unknown policy {spec!r}: use {', '.join(BUILTIN)} or a YAML file path")
 
 
 def _table(result: SimResult) -> str:
@@ -103,8 +106,19 @@ def simulate_command(
     ] = None,
     window: Annotated[str, typer.Option("--window", help="metric averaging window")] = "60s",
     policy: Annotated[
-        str, typer.Option("--policy", help="oracle, hpa, roadmap or a policy YAML file")
+        str,
+        typer.Option(
+            "--policy", help="oracle, hpa, roadmap, predictive, scheduled or a policy YAML file"
+        ),
     ] = "hpa",
+    start: Annotated[
+        str | None,
+        typer.Option(
+            "--start",
+            help="wall-clock time of t=0 (ISO 8601) for schedules, events and forecast "
+            "seasons; default: the known start of a shared trace, else 1970-01-01 UTC",
+        ),
+    ] = None,
     output: Annotated[Output, typer.Option("-o", "--output")] = Output.table,
     timeline: Annotated[
         Path | None, typer.Option("--timeline", help="write t,demand,desired,ready CSV")
@@ -130,13 +144,22 @@ def simulate_command(
     except ValueError as exc:
         raise _fail(str(exc), EXIT_RUNTIME) from None
     model = ServiceModel(capacity=cap, startup=startup_s)
+    epoch, zone = trace_clock(data.name)
+    if start is not None:
+        try:
+            moment = datetime.fromisoformat(start)
+        except ValueError:
+            raise _fail(f"--start: {start!r} is not an ISO 8601 time", EXIT_USAGE) from None
+        epoch = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
     try:
-        ref = resolve_policy(policy, cap, model.demand(data.peak_rate))
+        ref = resolve_policy(policy, cap, model.demand(data.peak_rate), zone)
     except PolicyError as exc:
         raise _fail(str(exc), EXIT_POLICY) from None
     name = Path(policy).stem if policy not in BUILTIN else policy
     try:
-        result = simulate(data, ref, model, interval=interval_s, window=window_s, name=name)
+        result = simulate(
+            data, ref, model, interval=interval_s, window=window_s, name=name, epoch=epoch
+        )
     except ValueError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
     try:
@@ -156,7 +179,7 @@ def bench_command(
     traces: Annotated[Path, typer.Option("--traces", help="folder of <name>.csv traces")],
     policies: Annotated[
         str, typer.Option("--policies", help="comma-separated names or YAML files")
-    ] = "oracle,hpa,roadmap",
+    ] = "oracle,hpa,roadmap,predictive,scheduled",
     peak: Annotated[int, typer.Option("--peak", min=1, help="replicas the peak needs")] = 50,
     startup: Annotated[str, typer.Option("--startup", help="provisioning + warm-up")] = "60s",
     interval: Annotated[str | None, typer.Option("--interval")] = None,

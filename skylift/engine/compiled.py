@@ -13,6 +13,8 @@ from skylift.engine.checks import (
     threshold_label,
 )
 from skylift.engine.metrics import TOTALS, format_value
+from skylift.engine.predictive import CompiledForecast, compile_forecast
+from skylift.engine.schedule import Calendar, compile_calendar
 
 if TYPE_CHECKING:
     from skylift.engine.policy import DirectionBehavior, ScalingPolicy
@@ -49,6 +51,8 @@ class CompiledPolicy:
     history_span: float
     events_span: float
     metrics: tuple[str, ...]
+    calendar: Calendar | None = None
+    forecast: CompiledForecast | None = None
 
 
 def _direction(behavior: DirectionBehavior) -> CompiledDirection:
@@ -137,4 +141,8 @@ def compile_policy(policy: ScalingPolicy) -> CompiledPolicy:
         history_span=max(up.stabilization, down.stabilization),
         events_span=max(periods, default=0.0),
         metrics=tuple(sorted({c.metric for c in compiled})),
+        calendar=compile_calendar(policy.schedules, policy.events),
+        forecast=compile_forecast(policy.forecast, policy.capacity)
+        if policy.forecast is not None
+        else None,
     )

@@ -9,6 +9,11 @@ The pipeline, each stage recording a Clamp when it moves the count:
 5. cooldown after the last scaling action;
 6. rate limits per period (Kubernetes ``behavior.policies``);
 7. min/max; then ``paused`` / ``dry_run`` keep the count unchanged.
+
+Schedules and events (``wall``-clock windows) raise the min, replace the max
+or multiply the load the checks see; a forecast ``Outlook`` (computed by the
+caller's ``Forecaster``) is a floor under the combined checks, recorded as the
+``forecast`` stage.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from skylift.engine.checks import view_windows
 from skylift.engine.compiled import CompiledDirection, CompiledPolicy
 from skylift.engine.model import CheckResult, Clamp, Decision, Direction, Observations, State
 from skylift.engine.policy import ScalingPolicy
+from skylift.engine.predictive import Outlook
 
 
 def combine(
@@ -244,16 +250,37 @@ def _rate_limit(
 
 
 def decide(
-    policy: ScalingPolicy | CompiledPolicy, obs: Observations, state: State, now: float
+    policy: ScalingPolicy | CompiledPolicy,
+    obs: Observations,
+    state: State,
+    now: float,
+    *,
+    wall: float | None = None,
+    outlook: Outlook | None = None,
 ) -> Decision:
     """Decide the desired replica count at time ``now`` and explain it.
 
     The controller and the simulator both call this, with the ``Decision.state``
-    of the previous call (``with_ready`` refreshed) as ``state``.
+    of the previous call (``with_ready`` refreshed) as ``state``. ``wall`` is the
+    Unix time at ``now`` (schedules and events read it; default: ``now`` itself);
+    ``outlook`` is the forecaster's answer for this decision, if the policy has one.
     """
     p = policy if isinstance(policy, CompiledPolicy) else policy.compiled
     current = state.desired
     views = view_windows(obs, p.metrics, now)
+    low, high = p.min, p.max
+    active: tuple[str, ...] = ()
+    multiplier = 1.0
+    if p.calendar is not None:
+        bounds = p.calendar.bounds(now if wall is None else wall, low, high)
+        low, high, active = bounds.min, bounds.max, bounds.active
+        multiplier = bounds.multiplier
+        if multiplier != 1.0:
+            m = multiplier
+            views = {
+                k: None if w is None else (w[0], w[1], w[2], w[3], w[4] * m)
+                for k, w in views.items()
+            }
     window = obs.window
     results = tuple([c.evaluate(views[c.metric], state, now, window) for c in p.checks])
     missing = any(r.recommendation is None for r in results)
@@ -275,6 +302,13 @@ def decide(
 
     clamps: list[Clamp] = []
     v = raw
+    if outlook is not None and outlook.replicas is not None:
+        floor = outlook.replicas
+        if multiplier != 1.0 and p.forecast is not None:
+            floor = math.ceil(outlook.upper * multiplier / p.forecast.target - 1e-9)
+        if floor > v:
+            clamps.append(Clamp("forecast", v, floor, outlook.note.removeprefix("forecast: ")))
+            v = floor
     if missing:
         v = _guard_missing(p, results, failures, current, v, clamps)
     history: tuple[tuple[float, int], ...] = ()
@@ -287,18 +321,22 @@ def decide(
         events = tuple([e for e in events if e[0] > now - p.events_span])
     if v != current:
         v = _rate_limit(p, events, now, current, v, clamps)
-    if v > p.max:
-        clamps.append(Clamp("max", v, p.max, f"policy max is {p.max}"))
-        v = p.max
-    elif v < p.min:
-        clamps.append(Clamp("min", v, p.min, f"policy min is {p.min}"))
-        v = p.min
+    if v > high:
+        why = f"policy max is {high}" if high == p.max else f"max is {high} ({', '.join(active)})"
+        clamps.append(Clamp("max", v, high, why))
+        v = high
+    elif v < low:
+        why = f"policy min is {low}" if low == p.min else f"min is {low} ({', '.join(active)})"
+        clamps.append(Clamp("min", v, low, why))
+        v = low
 
     notes: tuple[str, ...] = ()
+    if outlook is not None and not outlook.ready:
+        notes = (outlook.note,)  # "too little history: reactive only"
     proposed = v
     if p.dry_run:
         change = f"would scale to {v}, keeping {current}" if v != current else "no change"
-        notes = (f"dry run: {change}",)
+        notes = (*notes, f"dry run: {change}")
         v = current
     last_up, last_down = state.last_up, state.last_down
     direction: Direction = "hold"

@@ -23,7 +23,9 @@ from pydantic import (
 
 from skylift.engine.changes import Change, parse_change
 from skylift.engine.metrics import Metric, parse_metric_value, render_metric_value
+from skylift.engine.predictive import ForecastSettings
 from skylift.engine.presets import PRESETS, preset_fields
+from skylift.engine.schedule import Event, Schedule
 from skylift.units import Duration, Percent, parse_percent
 
 if TYPE_CHECKING:
@@ -297,7 +299,7 @@ class ScalingPolicy(_Model):
     ``preset:``) starts from a built-in policy and overrides fields.
     """
 
-    preset: Literal["roadmap", "hpa"] | None = Field(
+    preset: Literal["roadmap", "hpa", "predictive"] | None = Field(
         None, description="start from a built-in policy; fields given here override it"
     )
     min: int = Field(1, ge=1, description="fewest replicas")
@@ -311,6 +313,15 @@ class ScalingPolicy(_Model):
     fallback: Fallback | None = None
     paused: bool = Field(False, description="hold the current count, decide nothing")
     dry_run: bool = Field(False, description="decide and explain, but keep the current count")
+    schedules: tuple[Schedule, ...] = Field(
+        (), description="cron windows in a time zone that raise min or replace max"
+    )
+    events: tuple[Event, ...] = Field(
+        (), description="one-off spans with a floor (min) or a load multiplier"
+    )
+    forecast: ForecastSettings | None = Field(
+        None, description="predictive scaling: a forecast floor under the reactive checks"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -339,6 +350,9 @@ class ScalingPolicy(_Model):
             )
         if self.interval <= 0:
             raise ValueError("interval must be greater than zero, e.g. '15s'")
+        f = self.forecast
+        if f is not None and f.enabled and f.target is None and self.capacity is None:
+            raise ValueError("forecast needs a per-replica target: set forecast.target or capacity")
         return self
 
     @cached_property

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-PRESETS = ("roadmap", "hpa")
+PRESETS = ("roadmap", "hpa", "predictive")
 ROADMAP_RPS_FRACTION = 0.8
 """The roadmap rps rule fires at 80% of the per-replica capacity: early enough to
 add a replica before the SLO breaks, late enough not to fire on normal load."""
@@ -74,10 +74,40 @@ def _hpa() -> dict[str, Any]:
     }
 
 
+def _predictive(capacity: float | None) -> dict[str, Any]:
+    """Forecast floor over a reactive "current demand" check (see docs/engine.md).
+
+    The reactive check targets 100 % of capacity: on its own it is always one
+    start-up late, which is the forecast's job; together the larger count wins.
+    No stabilization or rate limit: the forecast already covers the horizon, and
+    a pre-scale that arrives in steps arrives late.
+    """
+    if capacity is None:
+        raise ValueError(
+            "the predictive preset needs capacity (requests/s one replica serves at its SLO)"
+        )
+    return {
+        "interval": "15s",
+        "checks": [
+            {
+                "kind": "target",
+                "metric": "rps",
+                "target": capacity,
+                "tolerance": "0%",
+                "name": "rps at capacity",
+            }
+        ],
+        "forecast": {},
+        "behavior": {"up": {"stabilization": "0s"}, "down": {"stabilization": "0s"}},
+    }
+
+
 def preset_fields(name: str, capacity: float | None) -> dict[str, Any]:
     """The fields a preset contributes; the caller's own fields override them."""
     if name == "roadmap":
         return _roadmap(capacity)
     if name == "hpa":
         return _hpa()
+    if name == "predictive":
+        return _predictive(capacity)
     raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from skylift.engine import CompiledPolicy, Observations, ScalingPolicy, Series, State, decide
+from skylift.engine.predictive import Forecaster
 from skylift.sim.result import SimResult, Timeline
 from skylift.sim.service import LN20, ServiceModel
 from skylift.sim.trace import Trace
@@ -43,8 +44,13 @@ def simulate(
     window: float = 60.0,
     name: str | None = None,
     progress: Progress | None = None,
+    epoch: float = 0.0,
 ) -> SimResult:
-    """Replay ``trace``; ``interval`` overrides the policy's decision interval."""
+    """Replay ``trace``; ``interval`` overrides the policy's decision interval.
+
+    ``epoch`` is the Unix time of the trace's t = 0: the virtual wall clock that
+    schedules, events and the forecaster's seasons read is ``epoch + t``.
+    """
     if policy == "oracle":
         return simulate_oracle(trace, model, interval=interval or 15.0)
     compiled = policy.compiled if isinstance(policy, ScalingPolicy) else policy
@@ -59,7 +65,11 @@ def simulate(
     min_spare = LN20 / timeout
     startup = model.startup
 
+    cf = compiled.forecast
+    forecaster = Forecaster(cf, interval_s, startup) if cf is not None else None
     need = compiled.metrics
+    if cf is not None and cf.metric not in need:
+        need = (*need, cf.metric)
     sample_t: list[float] = []
     columns: dict[str, list[float]] = {m: [] for m in need}
     obs = Observations(window, **{m: Series(sample_t, columns[m]) for m in need})
@@ -69,6 +79,7 @@ def simulate(
     conn_v = columns.get("connections")
     p95_v = columns.get("p95_latency")
     queue_v = columns.get("queue")
+    forecast_series = getattr(obs, cf.metric) if cf is not None else None
 
     times = trace.times
     requests = trace.requests
@@ -101,7 +112,11 @@ def simulate(
                 countdown = per_decision
                 if ready != state.ready:
                     state = state.with_ready(ready)
-                decision = decide(compiled, obs, state, now)
+                if forecaster is None:
+                    decision = decide(compiled, obs, state, now, wall=epoch + now)
+                else:
+                    outlook = forecaster.advance(forecast_series, now, epoch + now)
+                    decision = decide(compiled, obs, state, now, wall=epoch + now, outlook=outlook)
                 decisions += 1
                 state = decision.state
                 new = decision.desired
@@ -183,6 +198,7 @@ def simulate(
         actions,
         decisions,
         timeline,
+        forecaster.stats().to_dict() if forecaster is not None else None,
     )
 
 
@@ -246,6 +262,7 @@ def _result(
     actions: int,
     decisions: int,
     timeline: Timeline,
+    forecast: dict[str, float | int] | None = None,
 ) -> SimResult:
     share = 100.0 / observed if observed else 0.0
     observed_hours = observed * tick / 3600.0
@@ -268,4 +285,5 @@ def _result(
         decisions=decisions,
         observed_hours=observed_hours,
         timeline=timeline,
+        forecast=forecast,
     )

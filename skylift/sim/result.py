@@ -59,6 +59,8 @@ class SimResult:
     decisions: int
     observed_hours: float
     timeline: Timeline
+    forecast: dict[str, float | int] | None = None
+    """Forecast error of a predictive policy (``ForecastStats.to_dict``), else None."""
 
     @property
     def cost_ratio(self) -> float:
@@ -87,4 +89,5 @@ class SimResult:
             "actions": self.actions,
             "decisions": self.decisions,
             "observed_hours": round(self.observed_hours, 3),
+            **({"forecast": self.forecast} if self.forecast is not None else {}),
         }

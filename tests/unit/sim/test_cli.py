@@ -10,6 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from skylift.cli_sim import register
+from skylift.sim.bench import BUILTIN
 
 RUNNER = CliRunner()
 KEYS = {
@@ -119,7 +120,8 @@ def test_bench_table_and_json(app: typer.Typer, trace: Path) -> None:
     (folder / "flat.csv").write_text("t,requests\n" + "".join(f"{i * 60},600\n" for i in range(30)))
     table = RUNNER.invoke(app, ["bench", "--traces", str(folder), "--peak", "5"])
     assert table.exit_code == 0, table.output
-    assert table.stdout.count("| step |") == 3 and table.stdout.count("| flat |") == 3
+    rows = len(BUILTIN)  # the default runs every built-in policy (issue 8: predictive, scheduled)
+    assert table.stdout.count("| step |") == rows and table.stdout.count("| flat |") == rows
     assert "step: safest" in table.stdout
     out = RUNNER.invoke(
         app, ["bench", "--traces", str(folder), "--policies", "oracle,hpa", "-o", "json"]

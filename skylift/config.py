@@ -20,12 +20,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from skylift.config_docker import DockerBackend
+from skylift.config_swarm import SwarmBackend
 from skylift.engine import ScalingPolicy
 from skylift.metrics.resources import Resources
 from skylift.units import Duration
 
 ENV_PREFIX = "SKYLIFT_"
-BACKEND_KINDS = ("process", "docker")
+BACKEND_KINDS = ("process", "docker", "swarm")
 EngineMetric = Literal["cpu", "memory", "rps", "connections", "p95_latency", "queue"]
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _NAME_HINT = "use lowercase letters, digits and '-', starting with a letter (max 31 chars)"
@@ -133,9 +134,9 @@ class Service(Model):
 
     frontend: Listen = Field(description="where HAProxy listens for this service, HOST:PORT")
     replicas: int = Field(1, ge=1, le=1000, description="desired replicas without autoscaling")
-    backend: Annotated[ProcessBackend | DockerBackend, Field(discriminator="kind")] = Field(
-        description="where replicas run: `kind: process` (default) or `kind: docker`"
-    )
+    backend: Annotated[
+        ProcessBackend | DockerBackend | SwarmBackend, Field(discriminator="kind")
+    ] = Field(description="where replicas run: `kind: process` (default), `docker` or `swarm`")
     health: HealthCheck = HealthCheck()
     drain_timeout: Duration = Field(30.0, description="longest wait for sessions to end")
     stop_grace: Duration = Field(10.0, description="SIGTERM to SIGKILL")

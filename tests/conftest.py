@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.docker"]
+pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.docker", "tests.fixtures.swarm"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -34,15 +34,21 @@ class Autoscaler:
         """Where a count set by hand or by config lands inside [min, max]."""
         return max(self.policy.min, min(self.policy.max, desired))
 
-    def evaluate(self, obs: Observations, current: int, ready: int, now: float) -> Decision:
-        """Decide from what was observed; a manual scale since last time becomes the base."""
+    def evaluate(
+        self, obs: Observations, current: int, ready: int, now: float, wall: float
+    ) -> Decision:
+        """Decide from what was observed; a manual scale since last time becomes the base.
+
+        ``now`` is the controller's monotonic clock (what the samples carry);
+        ``wall`` is Unix time at ``now``, for schedules and events.
+        """
         if self.state is None:
             state = State(desired=current, ready=ready)
         elif self.state.desired != current:
             state = dataclasses.replace(self.state, desired=current, ready=ready)
         else:
             state = self.state.with_ready(ready)
-        decision = decide(self.compiled, obs, state, now)
+        decision = decide(self.compiled, obs, state, now, wall=wall)
         self.state = decision.state
         self.last = decision
         self.last_at = now

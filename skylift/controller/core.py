@@ -201,7 +201,9 @@ class Controller:
         if autoscaler is None or self.collector is None or not autoscaler.due(now):
             return
         obs = self.collector.observations(loop.name, now)
-        decision = autoscaler.evaluate(obs, loop.desired, loop.count(ReplicaState.READY), now)
+        decision = autoscaler.evaluate(
+            obs, loop.desired, loop.count(ReplicaState.READY), now, wall=time.time()
+        )
         reason = reason_label(decision)
         self.metrics.decisions.labels(loop.name, decision.direction, reason).inc()
         self.store.record_decision(

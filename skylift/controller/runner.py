@@ -25,6 +25,7 @@ from skylift.backends.base import Backend
 from skylift.backends.process import ProcessBackend
 from skylift.config import LoadedConfig, SkyliftConfig, split_listen
 from skylift.config_docker import DockerBackend as DockerBackendConfig
+from skylift.config_swarm import SwarmBackend as SwarmBackendConfig
 from skylift.controller.core import Controller
 from skylift.lb.balancer import HAProxyBalancer
 from skylift.lb.render import backend_name
@@ -70,6 +71,12 @@ def build_controller(loaded: LoadedConfig, store: Store) -> Controller:
             from skylift.backends.docker import DockerBackend
 
             backends[name] = DockerBackend(name, svc.backend, project=loaded.config.project)
+        elif isinstance(svc.backend, SwarmBackendConfig):
+            from skylift.backends.swarm import SwarmBackend
+
+            backends[name] = SwarmBackend(
+                name, svc.backend, project=loaded.config.project, stop_grace=svc.stop_grace
+            )
         else:
             backends[name] = ProcessBackend(name, svc.backend, loaded.base_dir, state_dir)
     balancer = HAProxyBalancer(

@@ -25,8 +25,10 @@ Deploy = Callable[..., Deployment]
 
 def labelled(client: docker.DockerClient, project: str) -> list[str]:
     """Running containers of the project (for swarm: the tasks' containers)."""
-    found = client.containers.list(filters={"label": f"skylift.project={project}"})
-    return sorted(c.id for c in found)
+    # one low-level call: containers.list() inspects each one afterwards and fails
+    # when a container vanishes in between
+    found = client.api.containers(filters={"label": f"skylift.project={project}"})
+    return sorted(c["Id"] for c in found)
 
 
 def ready_ids(d: Deployment) -> set[str]:
@@ -71,7 +73,7 @@ def test_container_backend_scenarios(
 
         (victim,) = ready_ids(d)
         for container in docker_client.containers.list(
-            filters={"label": f"skylift.replica={victim}"}
+            filters={"label": f"skylift.replica={victim}"}, sparse=True
         ):
             container.kill()
         wait_for(

@@ -79,14 +79,16 @@ def run_id(swarm_client: docker.DockerClient) -> Iterator[str]:
         for service in api.services(filters={"label": f"{TEST_LABEL}={run}"}):
             with contextlib.suppress(docker.errors.NotFound):
                 api.remove_service(service["ID"])
-        # the task containers go asynchronously; wait so tests do not leak them
+        # the task containers go asynchronously; wait so tests do not leak them.
+        # The low-level list is one call: containers.list() inspects each container
+        # afterwards and fails when one vanishes in between.
+        label = {"label": f"{TEST_LABEL}={run}"}
         deadline = time.monotonic() + 15
-        while swarm_client.containers.list(all=True, filters={"label": f"{TEST_LABEL}={run}"}):
+        while left := api.containers(all=True, filters=label):
             if time.monotonic() > deadline:
-                for container in swarm_client.containers.list(
-                    all=True, filters={"label": f"{TEST_LABEL}={run}"}
-                ):
-                    container.remove(force=True, v=True)
+                for container in left:
+                    with contextlib.suppress(docker.errors.NotFound):
+                        api.remove_container(container["Id"], force=True, v=True)
                 break
             time.sleep(0.1)
 

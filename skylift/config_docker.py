@@ -19,12 +19,12 @@ _LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
 RESERVED_LABEL_PREFIX = "skylift."
 
 
-class DockerBackend(BaseModel):
-    """Replicas are containers of a local image, published on an ephemeral loopback port."""
+class ContainerBackend(BaseModel):
+    """What every container backend (docker, swarm) takes: the same names in both,
+    so moving a service between them changes only ``kind``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["docker"] = "docker"
     image: str = Field(
         description="image name or id present in the local engine (skylift never pulls)"
     )
@@ -37,21 +37,13 @@ class DockerBackend(BaseModel):
     port: int = Field(
         ge=1,
         le=65535,
-        description="port the app listens on inside the container; published on "
-        "127.0.0.1 with a host port Docker picks",
+        description="port the app listens on inside the container; published with a host "
+        "port Docker picks and reached on 127.0.0.1",
     )
-    cpus: Cores | None = Field(None, description="CPU limit in cores (docker --cpus)")
-    memory: Bytes | None = Field(None, description="memory limit, e.g. 256Mi (docker --memory)")
-    init: bool = Field(
-        False,
-        description="run docker-init as PID 1 so SIGTERM reaches an app that ignores it "
-        "as PID 1 (docker --init)",
-    )
+    cpus: Cores | None = Field(None, description="CPU limit in cores, e.g. 0.5 or 500m")
+    memory: Bytes | None = Field(None, description="memory limit, e.g. 256Mi")
     labels: dict[str, str] = Field(
-        default_factory=dict, description="extra container labels (not starting 'skylift.')"
-    )
-    pull: Literal["never"] = Field(
-        "never", description="images are built or loaded locally; skylift never pulls"
+        default_factory=dict, description="extra labels (not starting 'skylift.')"
     )
 
     @field_validator("image")
@@ -75,8 +67,22 @@ class DockerBackend(BaseModel):
             if key.startswith(RESERVED_LABEL_PREFIX):
                 raise ValueError(
                     f"label {key!r}: the 'skylift.' prefix is reserved for the labels skylift "
-                    "uses to find its containers; choose another prefix"
+                    "uses to find what it runs; choose another prefix"
                 )
             if not _LABEL_KEY.match(key):
                 raise ValueError(f"invalid label key {key!r}: use letters, digits, '.', '-', '/'")
         return value
+
+
+class DockerBackend(ContainerBackend):
+    """Replicas are containers of a local image, published on an ephemeral loopback port."""
+
+    kind: Literal["docker"] = "docker"
+    init: bool = Field(
+        False,
+        description="run docker-init as PID 1 so SIGTERM reaches an app that ignores it "
+        "as PID 1 (docker --init)",
+    )
+    pull: Literal["never"] = Field(
+        "never", description="images are built or loaded locally; skylift never pulls"
+    )

@@ -25,7 +25,6 @@ import contextlib
 import dataclasses
 import math
 import re
-import shlex
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -44,6 +43,12 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     ) from exc
 
 from skylift.backends.base import BackendError, StartFailed
+from skylift.backends.engine import (
+    LABEL_PROJECT,
+    LABEL_REPLICA,
+    LABEL_SERVICE,
+    EngineBackend,
+)
 from skylift.backends.ports import LOOPBACK
 from skylift.model import Replica, ReplicaState
 
@@ -52,10 +57,6 @@ if TYPE_CHECKING:
 
     from skylift.config_docker import DockerBackend as DockerBackendConfig
 
-LABEL_PROJECT = "skylift.project"
-LABEL_SERVICE = "skylift.service"
-LABEL_REPLICA = "skylift.replica"
-API_TIMEOUT = 30.0  # seconds for one Engine API call (stop adds its grace on top)
 _PORT_WAIT = 5.0  # after start, longest wait for Docker to report the published port
 _POLL = 0.05
 _LOG_TAIL = 20  # log lines quoted when a container exits right at start
@@ -132,7 +133,7 @@ class EventStream:
             await asyncio.to_thread(self._raw.close)
 
 
-class DockerBackend:
+class DockerBackend(EngineBackend):
     """Runs the replicas of one service as containers on this host's Docker Engine.
 
     No I/O happens here: the client (``client_factory``, default
@@ -147,14 +148,8 @@ class DockerBackend:
         project: str,
         client_factory: Callable[[], DockerClient] | None = None,
     ) -> None:
-        self.service_name = service_name
-        self.project = project
-        self._config = config
-        self._client_factory = client_factory or _default_client
-        self._client: DockerClient | None = None
-        self._client_lock = threading.Lock()
-        self._known: dict[str, Replica] = {}  # started or adopted, not yet stopped
-        self._exit_codes: dict[str, int] = {}  # last exit code seen per replica id
+        super().__init__(service_name, config, project=project, client_factory=client_factory)
+        self._config: DockerBackendConfig = config
 
     # -- the Backend protocol ------------------------------------------------
 
@@ -275,48 +270,7 @@ class DockerBackend:
         )
         return EventStream(stream, self._event_from, self.service_name)
 
-    def close(self) -> None:
-        """Close the Engine connection (a later call opens a new one)."""
-        with self._client_lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
-
     # -- internals -----------------------------------------------------------
-
-    @property
-    def client(self) -> DockerClient:
-        with self._client_lock:
-            if self._client is None:
-                try:
-                    self._client = self._client_factory()
-                except docker.errors.DockerException as exc:
-                    raise BackendError(
-                        f"cannot reach the Docker Engine: {exc}; start dockerd or set DOCKER_HOST"
-                    ) from exc
-            return self._client
-
-    def _labels(self, replica_id: str) -> dict[str, str]:
-        return {
-            **self._config.labels,
-            LABEL_PROJECT: self.project,
-            LABEL_SERVICE: self.service_name,
-            LABEL_REPLICA: replica_id,
-        }
-
-    def _container_name(self, replica_id: str) -> str:
-        # controller ids already start with the service name ("web-a1b2c3")
-        if replica_id.startswith(f"{self.service_name}-"):
-            return f"{self.project}-{replica_id}"
-        return f"{self.project}-{self.service_name}-{replica_id}"
-
-    def _command(self, replica_id: str) -> list[str] | None:
-        command = self._config.command
-        if command is None:
-            return None
-        argv = shlex.split(command) if isinstance(command, str) else list(command)
-        port = str(self._config.port)
-        return [t.replace("{port}", port).replace("{replica}", replica_id) for t in argv]
 
     def _start_sync(self, replica_id: str) -> Replica:
         api = self.client.api
@@ -340,7 +294,7 @@ class DockerBackend:
             "SKYLIFT_SERVICE": self.service_name,
             "PORT": str(cfg.port),
         }
-        name = self._container_name(replica_id)
+        name = self._object_name(replica_id)
 
         def create() -> str:
             created = api.create_container(
@@ -521,10 +475,6 @@ class DockerBackend:
                 )
                 return ContainerEvent(replica_id, container_id, kind, None, at)
         return None
-
-
-def _default_client() -> DockerClient:
-    return docker.from_env(timeout=int(API_TIMEOUT))
 
 
 def _health(attrs: Mapping[str, Any]) -> Health | None:

@@ -38,8 +38,6 @@ import contextlib
 import dataclasses
 import math
 import re
-import shlex
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -56,14 +54,12 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     ) from exc
 
 from skylift.backends.base import BackendError, StartFailed
-from skylift.backends.docker import (
+from skylift.backends.docker import Health, _epoch, _explain, _health
+from skylift.backends.engine import (
     LABEL_PROJECT,
     LABEL_REPLICA,
     LABEL_SERVICE,
-    Health,
-    _epoch,
-    _explain,
-    _health,
+    EngineBackend,
 )
 from skylift.backends.ports import LOOPBACK
 from skylift.model import Replica, ReplicaState
@@ -75,7 +71,6 @@ if TYPE_CHECKING:
 
 __all__ = ["LABEL_PROJECT", "LABEL_REPLICA", "LABEL_SERVICE", "SwarmBackend"]
 
-API_TIMEOUT = 30.0  # seconds for one Engine API call (stop adds its grace on top)
 DEFAULT_STOP_GRACE = 10.0  # seconds; ContainerSpec.StopGracePeriod for `docker service rm`
 _START_WAIT = 30.0  # after create, longest wait for the task's container and port
 _REMOVE_WAIT = 10.0  # after service rm, longest wait for the task's container to go
@@ -92,7 +87,7 @@ _LIVE_STATES = frozenset(
 _UNREACHABLE = (docker.errors.DockerException, requests.exceptions.RequestException, BackendError)
 
 
-class SwarmBackend:
+class SwarmBackend(EngineBackend):
     """Runs the replicas of one service as one-task services on this node's Swarm.
 
     No I/O happens here: the client (``client_factory``, default
@@ -111,15 +106,8 @@ class SwarmBackend:
         stop_grace: float = DEFAULT_STOP_GRACE,
         client_factory: Callable[[], DockerClient] | None = None,
     ) -> None:
-        self.service_name = service_name
-        self.project = project
-        self._config = config
+        super().__init__(service_name, config, project=project, client_factory=client_factory)
         self._stop_grace = stop_grace
-        self._client_factory = client_factory or _default_client
-        self._client: DockerClient | None = None
-        self._client_lock = threading.Lock()
-        self._known: dict[str, Replica] = {}  # started or adopted, not yet stopped
-        self._exit_codes: dict[str, int] = {}  # last exit code seen per replica id
 
     # -- the Backend protocol ------------------------------------------------
 
@@ -137,9 +125,9 @@ class SwarmBackend:
                 f"invalid replica id {replica_id!r}: use letters, digits, '_', '-' "
                 "(it names a Swarm service)"
             )
-        if len(self._service_name(replica_id)) > _NAME_MAX:
+        if len(self._object_name(replica_id)) > _NAME_MAX:
             raise ValueError(
-                f"Swarm service name {self._service_name(replica_id)!r} is longer than "
+                f"Swarm service name {self._object_name(replica_id)!r} is longer than "
                 f"{_NAME_MAX} characters: shorten the project, service or replica id"
             )
         if replica_id in self._known:
@@ -234,53 +222,12 @@ class SwarmBackend:
                 out.append(replica)
         return out
 
-    def close(self) -> None:
-        """Close the Engine connection (a later call opens a new one)."""
-        with self._client_lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
-
     # -- internals -----------------------------------------------------------
-
-    @property
-    def client(self) -> DockerClient:
-        with self._client_lock:
-            if self._client is None:
-                try:
-                    self._client = self._client_factory()
-                except docker.errors.DockerException as exc:
-                    raise BackendError(
-                        f"cannot reach the Docker Engine: {exc}; start dockerd or set DOCKER_HOST"
-                    ) from exc
-            return self._client
 
     @property
     def _api(self) -> Any:
         """The low-level client; the SDK's service and task calls are untyped."""
         return self.client.api
-
-    def _labels(self, replica_id: str) -> dict[str, str]:
-        return {
-            **self._config.labels,
-            LABEL_PROJECT: self.project,
-            LABEL_SERVICE: self.service_name,
-            LABEL_REPLICA: replica_id,
-        }
-
-    def _service_name(self, replica_id: str) -> str:
-        # controller ids already start with the service name ("web-a1b2c3")
-        if replica_id.startswith(f"{self.service_name}-"):
-            return f"{self.project}-{replica_id}"
-        return f"{self.project}-{self.service_name}-{replica_id}"
-
-    def _command(self, replica_id: str) -> list[str] | None:
-        command = self._config.command
-        if command is None:
-            return None
-        argv = shlex.split(command) if isinstance(command, str) else list(command)
-        port = str(self._config.port)
-        return [t.replace("{port}", port).replace("{replica}", replica_id) for t in argv]
 
     def _check_swarm(self) -> None:
         info = self.client.info().get("Swarm") or {}
@@ -331,7 +278,7 @@ class SwarmBackend:
         # (the SDK's stubs know only its dict shorthand, which cannot say "host")
         ports: Any = [{"Protocol": "tcp", "TargetPort": cfg.port, "PublishMode": "host"}]
         endpoint = docker.types.EndpointSpec(ports=ports)
-        name = self._service_name(replica_id)
+        name = self._object_name(replica_id)
 
         def create() -> str:
             created = api.create_service(
@@ -564,10 +511,6 @@ class SwarmBackend:
                 "log": str(attrs.get("LogPath") or ""),
             },
         )
-
-
-def _default_client() -> DockerClient:
-    return docker.from_env(timeout=int(API_TIMEOUT))
 
 
 def _task_state(task: Mapping[str, Any]) -> str:

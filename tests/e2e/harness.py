@@ -25,22 +25,16 @@ from typing import Any
 import psutil
 import yaml
 
+from tests import polling
 from tests.ports import free_port, free_port_block
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_APP = REPO / "examples" / "apps" / "demo_app.py"
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
-    """Poll ``predicate`` until it returns something truthy, or fail saying ``what``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    """The shared poll, slower: each poll here usually runs the CLI."""
+    return polling.wait_for(predicate, timeout, what, every=0.2)
 
 
 @dataclass

@@ -12,7 +12,6 @@ from functools import partial
 from typing import Any
 
 import docker
-import httpx
 import pydantic
 import pytest
 
@@ -25,7 +24,8 @@ from skylift.backends.docker import (
     DockerBackend,
 )
 from skylift.config_docker import DockerBackend as DockerBackendConfig
-from skylift.model import Replica
+from tests.fixtures.docker import answers_as, get
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -33,26 +33,6 @@ TEST_LABEL = "skylift-test.run"  # every container a test starts carries it, for
 SERVICE = "web"
 
 MakeBackend = Callable[..., DockerBackend]
-
-
-def wait_for(check: Callable[[], bool], within: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        time.sleep(0.05)
-
-
-def get(replica: Replica, path: str) -> str | None:
-    try:
-        response = httpx.get(f"http://{replica.address}{path}", timeout=1.0)
-    except httpx.HTTPError:
-        return None
-    return response.text.strip() if response.status_code == 200 else None
-
-
-def answers_as(replica: Replica) -> bool:
-    return get(replica, "/replica") == replica.id
 
 
 @pytest.fixture
@@ -151,7 +131,7 @@ async def test_killed_container_is_dead_with_its_exit_code(
     backend = make_backend()
     replica = await backend.start(SERVICE, "r1")
     docker_client.api.kill(replica.handle["container_id"])  # SIGKILL, like the OOM killer
-    wait_for(lambda: not backend.is_alive(replica), within=5, what="is_alive to turn False")
+    wait_for(lambda: not backend.is_alive(replica), timeout=5, what="is_alive to turn False")
     assert backend.exit_code(replica) == 137
     assert await backend.stop(replica, grace=1) == 137  # cleans up the dead container
 
@@ -235,7 +215,7 @@ async def test_start_failures_say_why_and_leave_nothing(
     except StartFailed as exc:  # it exited before start() looked: the message says why
         assert re.search(r"(?s)code 3.*boom", str(exc)), exc
     else:  # it exited just after: like a crashing process, it shows up as dead
-        wait_for(lambda: not crashing.is_alive(replica), within=5, what="the crash")
+        wait_for(lambda: not crashing.is_alive(replica), timeout=5, what="the crash")
         assert crashing.exit_code(replica) == 3
         assert await crashing.stop(replica, grace=1) == 3
     assert (

@@ -10,7 +10,7 @@ import signal
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -22,6 +22,7 @@ from skylift.config import PortRange
 from skylift.config import ProcessBackend as ProcessBackendConfig
 from skylift.model import Replica
 from skylift.store import Store
+from tests.polling import wait_for
 from tests.ports import free_port_block
 
 pytestmark = pytest.mark.integration
@@ -51,14 +52,6 @@ SERVER = textwrap.dedent(
 
 def command(*flags: str) -> str:
     return shlex.join([sys.executable, "-c", SERVER, "{port}", *flags])
-
-
-def wait_for(check: Callable[[], bool], within: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def answers(replica: Replica) -> str | None:
@@ -155,7 +148,7 @@ async def test_stop_reaches_the_replicas_children(harness: Harness) -> None:
     child_pid = int(match.group(1))
     assert not gone(child_pid)
     await backend.stop(replica, grace=5.0)
-    wait_for(lambda: gone(child_pid), within=5.0, what="the child to be killed too")
+    wait_for(lambda: gone(child_pid), timeout=5.0, what="the child to be killed too")
 
 
 async def test_exited_replica_is_reaped_with_its_exit_code(harness: Harness) -> None:

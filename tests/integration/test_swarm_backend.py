@@ -15,14 +15,14 @@ from typing import Any
 
 import docker
 import docker.errors
-import httpx
 import pydantic
 import pytest
 
 from skylift.backends.base import Backend, StartFailed
 from skylift.backends.swarm import LABEL_PROJECT, LABEL_REPLICA, LABEL_SERVICE, SwarmBackend
 from skylift.config_swarm import SwarmBackend as SwarmBackendConfig
-from skylift.model import Replica
+from tests.fixtures.docker import answers_as, get
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -30,26 +30,6 @@ TEST_LABEL = "skylift-test.run"  # every service a test creates carries it, for 
 SERVICE = "web"
 
 MakeBackend = Callable[..., SwarmBackend]
-
-
-def wait_for(check: Callable[[], bool], within: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        time.sleep(0.05)
-
-
-def get(replica: Replica, path: str) -> str | None:
-    try:
-        response = httpx.get(f"http://{replica.address}{path}", timeout=1.0)
-    except httpx.HTTPError:
-        return None
-    return response.text.strip() if response.status_code == 200 else None
-
-
-def answers_as(replica: Replica) -> bool:
-    return get(replica, "/replica") == replica.id
 
 
 def service_exists(client: docker.DockerClient, service_id: str) -> bool:
@@ -198,7 +178,7 @@ async def test_killed_task_is_dead_and_not_restarted(
     replica = await backend.start(SERVICE, "r1")
     wait_for(partial(answers_as, replica), what="r1 to answer")
     swarm_client.api.kill(replica.handle["container_id"])  # SIGKILL, like the OOM killer
-    wait_for(lambda: not backend.is_alive(replica), within=10, what="is_alive to turn False")
+    wait_for(lambda: not backend.is_alive(replica), timeout=10, what="is_alive to turn False")
     assert backend.exit_code(replica) == 137
     # restart condition none: Swarm leaves the death to the controller
     api: Any = swarm_client.api
@@ -269,7 +249,7 @@ async def test_start_failures_say_why_and_leave_nothing(
     except StartFailed as exc:  # it exited before start() looked: the message says why
         assert re.search(r"(?s)exit code 3.*boom", str(exc)), exc
     else:  # it exited just after: like a crashing process, it shows up as dead
-        wait_for(lambda: not crashing.is_alive(replica), within=5, what="the crash")
+        wait_for(lambda: not crashing.is_alive(replica), timeout=5, what="the crash")
         assert crashing.exit_code(replica) == 3
         assert await crashing.stop(replica, grace=1) == 3
     assert api.services(filters={"label": f"{TEST_LABEL}={run_id}"}) == []

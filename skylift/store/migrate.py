@@ -29,24 +29,25 @@ def alembic_config() -> Config:
     return cfg
 
 
-def head_revision() -> str | None:
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+def head_revisions() -> set[str]:
+    """Every head: features may add independent branches off one base revision."""
+    return set(ScriptDirectory.from_config(alembic_config()).get_heads())
 
 
-def current_revision(engine: Engine) -> str | None:
+def current_revisions(engine: Engine) -> set[str]:
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        return set(MigrationContext.configure(conn).get_current_heads())
 
 
 def upgrade(engine: Engine, state_dir: Path) -> None:
-    """Apply every pending migration (no-op when already at head)."""
+    """Apply every pending migration on every branch (no-op when already at the heads)."""
     cfg = alembic_config()
     with _file_lock(state_dir / "migrate.lock", engine), engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             # held until this transaction commits: other openers wait here
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, "heads")
 
 
 @contextlib.contextmanager

@@ -45,7 +45,7 @@ def store(postgres_url: str, tmp_path: Path) -> Iterator[Store]:
 
 def test_migrations_reach_head_and_match_the_models(store: Store) -> None:
     assert store.dialect == "postgresql"
-    assert migrations.current_revision(store._engine) == migrations.head_revision()
+    assert migrations.current_revisions(store._engine) == migrations.head_revisions()
     with store._engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 

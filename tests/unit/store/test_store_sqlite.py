@@ -45,7 +45,7 @@ def test_open_creates_sqlite_in_state_dir_at_head_in_wal_mode(store: Store, tmp_
     assert (tmp_path / "state" / "skylift.db").is_file()
     assert store.dialect == "sqlite"
     engine = store._engine
-    assert migrations.current_revision(engine) == migrations.head_revision()
+    assert migrations.current_revisions(engine) == migrations.head_revisions()
     assert set(inspect(engine).get_table_names()) >= {"replicas", "events", "services", "decisions"}
     with engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar_one() == "wal"

@@ -162,6 +162,16 @@ class Service(Model):
             return {"kind": "process", **value}
         return value
 
+    @property
+    def request(self) -> Resources | None:
+        """What cpu and memory fractions divide by: ``resources``, field by field
+        falling back to a container backend's limits (``cpus``, ``memory``)."""
+        own = self.resources or Resources()
+        backend = self.backend
+        if isinstance(backend, DockerBackend | SwarmBackend):
+            own = Resources(cpu=own.cpu or backend.cpus, memory=own.memory or backend.memory)
+        return own if own.cpu is not None or own.memory is not None else None
+
     @model_validator(mode="after")
     def _autoscale_fits(self) -> Service:
         policy = self.autoscale
@@ -171,13 +181,14 @@ class Service(Model):
         lacking = [
             m
             for m in ("cpu", "memory")
-            if m in needs and m not in self.prometheus and getattr(self.resources, m, None) is None
+            if m in needs and m not in self.prometheus and getattr(self.request, m, None) is None
         ]
         if lacking:
             raise ValueError(
                 f"autoscale uses {' and '.join(lacking)}, measured as a fraction of the "
                 f"replica's request: add `resources: {{{', '.join(f'{m}: ...' for m in lacking)}}}`"
-                " to the service, e.g. `resources: {cpu: 0.5, memory: 256Mi}`"
+                " to the service, e.g. `resources: {cpu: 0.5, memory: 256Mi}` (a docker or "
+                "swarm backend's `cpus`/`memory` limits serve as the request too)"
             )
         return self
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,3 +26,22 @@ def wait_for(
                 f"timed out after {timeout:g}s waiting for {what} (last: {last!r})"
             )
         time.sleep(every)
+
+
+async def wait_for_async(
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    what: str = "condition",
+    every: float = 0.01,
+) -> Any:
+    """:func:`wait_for` inside an event loop: yields to other tasks between polls."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = predicate()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout:g}s waiting for {what} (last: {last!r})"
+            )
+        await asyncio.sleep(every)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import shlex
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
@@ -64,6 +64,14 @@ class EngineBackend:
                         f"cannot reach the Docker Engine: {exc}; start dockerd or set DOCKER_HOST"
                     ) from exc
             return self._client
+
+    def stats(self, container_id: str) -> Mapping[str, Any]:
+        """The Engine's stats of one container, read once (``one_shot``: no 1 s wait
+        for a second sample); empty when the container is gone."""
+        try:
+            return dict(self.client.api.stats(container_id, stream=False, one_shot=True))
+        except docker.errors.NotFound:
+            return {}
 
     def close(self) -> None:
         """Close the Engine connection (a later call opens a new one)."""

@@ -8,7 +8,6 @@ replace what died while no controller was watching.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -17,9 +16,10 @@ import structlog
 
 from skylift.config import LoadedConfig
 from skylift.controller.autoscaler import Autoscaler, reason_label
-from skylift.controller.protocols import Backend, Balancer
+from skylift.controller.protocols import Backend, Balancer, EventSource
 from skylift.controller.recorder import ControllerMetrics, Recorder
 from skylift.controller.service import ServiceLoop
+from skylift.controller.watch import watch_events
 from skylift.metrics import Collector
 from skylift.model import Replica, ReplicaState
 from skylift.store import Store
@@ -123,6 +123,10 @@ class Controller:
         ]
         if self.collector is not None:
             tasks.append(asyncio.create_task(self._run_collector(stop), name="collector"))
+        for name, loop in self.loops.items():
+            if isinstance(loop.backend, EventSource):
+                watcher = watch_events(loop, loop.backend, self.recorder, stop)
+                tasks.append(asyncio.create_task(watcher, name=f"events-{name}"))
         try:
             await stop.wait()
         finally:
@@ -161,7 +165,7 @@ class Controller:
             if sentence != last_sentence:
                 log.info("tick", service=loop.name, decision=sentence)
                 last_sentence = sentence
-            await self._sleep(self.config.interval, stop)
+            await self._sleep(self.config.interval, stop, loop.wake)
 
     async def _run_collector(self, stop: asyncio.Event) -> None:
         """Poll every metric source each interval; report sources that fail or recover."""
@@ -251,9 +255,20 @@ class Controller:
         return out
 
     @staticmethod
-    async def _sleep(seconds: float, stop: asyncio.Event) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=seconds)
+    async def _sleep(
+        seconds: float, stop: asyncio.Event, wake: asyncio.Event | None = None
+    ) -> None:
+        """Wait ``seconds``, less when stopping or when ``wake`` is set (then cleared)."""
+        waits = [asyncio.ensure_future(stop.wait())]
+        if wake is not None:
+            waits.append(asyncio.ensure_future(wake.wait()))
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+            if wake is not None:
+                wake.clear()
 
     def _export(self, loop: ServiceLoop, now: float) -> None:
         m = self.metrics

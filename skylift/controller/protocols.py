@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from skylift.backends.base import Backend
 from skylift.config import Service
 from skylift.model import Replica
 
-__all__ = ["Backend", "Balancer", "ReplicaRecords", "ServerView"]
+__all__ = [
+    "Backend",
+    "BackendEvent",
+    "Balancer",
+    "EventSource",
+    "EventStream",
+    "ReplicaRecords",
+    "ServerView",
+]
 
 
 class ServerView(Protocol):
@@ -49,3 +57,31 @@ class ReplicaRecords(Protocol):
     def upsert_replica(self, replica: Replica) -> None: ...
 
     def delete_replica(self, replica_id: str) -> Any: ...
+
+
+class BackendEvent(Protocol):
+    """A change the backend reports as it happens (a container died or turned unhealthy)."""
+
+    @property
+    def replica_id(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def exit_code(self) -> int | None: ...
+
+
+class EventStream(Protocol):
+    """An open subscription: iterate it, close it when done."""
+
+    def __aiter__(self) -> AsyncIterator[BackendEvent]: ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class EventSource(Protocol):
+    """A backend that pushes replica deaths instead of waiting to be polled (docker)."""
+
+    async def events(self) -> EventStream: ...

@@ -40,7 +40,9 @@ from skylift.metrics import (
     PrometheusSource,
     backend_map,
 )
+from skylift.metrics.docker_stats import ContainerStats, DockerStatsSource
 from skylift.metrics.override import Without
+from skylift.model import Replica
 from skylift.store import Store
 
 log = structlog.get_logger("skylift.runner")
@@ -96,9 +98,17 @@ async def attach_collector(
     tracker = LatencyTracker(backend_map(services, backend_name), window=config.metrics.window)
     log_socket = await LogSocket.open(controller.loaded.state_dir / LOG_SOCKET, tracker)
     cleanup.callback(log_socket.close)
-    resources = {n: s.resources for n, s in config.services.items() if s.resources is not None}
+
+    def replicas(name: str) -> list[Replica]:
+        return controller.loops[name].replicas()
+
+    requests = {n: r for n, s in config.services.items() if (r := s.request) is not None}
+    # containers are measured by the Engine (their cgroup), processes by psutil
+    engines = {n: b for n, b in controller.backends.items() if isinstance(b, ContainerStats)}
+    processes = {n: r for n, r in requests.items() if n not in engines}
     sources: list[MetricSource] = [
-        ProcessStatsSource(lambda name: controller.loops[name].replicas(), resources),
+        ProcessStatsSource(replicas, processes),
+        DockerStatsSource(replicas, {n: requests[n] for n in engines if n in requests}, engines),
         HAProxyStatsSource(balancer.runtime, backend_of=backend_name),
         LatencySource(tracker, log_socket, idle_value=0.0),
     ]

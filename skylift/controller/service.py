@@ -20,7 +20,7 @@ import structlog
 
 from skylift.config import Service
 from skylift.controller.crash import CrashTracker
-from skylift.controller.protocols import Backend, Balancer, ReplicaRecords
+from skylift.controller.protocols import Backend, BackendEvent, Balancer, ReplicaRecords
 from skylift.controller.recorder import Recorder
 from skylift.model import Replica, ReplicaState
 
@@ -69,6 +69,8 @@ class ServiceLoop:
         self._http = httpx.AsyncClient(timeout=spec.health.timeout, trust_env=False)
         self._probe = probe or self._answers_health
         self.balancer_ok = True
+        self.wake = asyncio.Event()  # set when something needs a tick before the next interval
+        self._reported: dict[str, str] = {}  # replica id -> what the backend's events said
 
     # -- views -------------------------------------------------------------
 
@@ -125,6 +127,16 @@ class ServiceLoop:
             ),
             return_exceptions=True,
         )
+
+    def on_backend_event(self, event: BackendEvent) -> None:
+        """A replica died or its own HEALTHCHECK failed: act now, not at the next poll."""
+        tracked = self.tracked.get(event.replica_id)
+        if tracked is None or event.kind not in ("died", "unhealthy"):
+            return
+        if tracked.replica.state in (ReplicaState.DRAINING, ReplicaState.STOPPED):
+            return  # being stopped by us: its death is expected
+        self._reported[event.replica_id] = event.kind
+        self.wake.set()
 
     # -- the tick ---------------------------------------------------------
 
@@ -198,7 +210,12 @@ class ServiceLoop:
         crashed = was == ReplicaState.STARTING or (
             tracked.ready_at is not None and now - tracked.ready_at < MIN_HEALTHY_UPTIME
         )
-        reason = f"exited with code {code}" if code is not None else "exited"
+        reported = self._reported.pop(replica.id, None)
+        if reported == "unhealthy":
+            reason = "reported unhealthy by its own HEALTHCHECK"
+        else:
+            reason = f"exited with code {code}" if code is not None else "exited"
+        detected_by = "backend_events" if reported else "poll"
         self.recorder.metrics.replica_failures.labels(self.name, "exited").inc()
         if crashed:
             delay = self.crash.record_failure(now, f"{replica.id} {reason} during start-up")
@@ -211,6 +228,7 @@ class ServiceLoop:
                 replica=replica.id,
                 exit_code=code,
                 backoff_seconds=delay,
+                detected_by=detected_by,
             )
         else:
             self.recorder.event(
@@ -220,6 +238,7 @@ class ServiceLoop:
                 level="warning",
                 replica=replica.id,
                 exit_code=code,
+                detected_by=detected_by,
             )
         self._spawn_retire(tracked, "exited", drain=False)
         return f"{replica.id} {reason}"
@@ -345,6 +364,7 @@ class ServiceLoop:
         code = await self.backend.stop(replica, self.spec.stop_grace)
         replica.state = ReplicaState.STOPPED
         self.tracked.pop(replica.id, None)
+        self._reported.pop(replica.id, None)
         self.store.delete_replica(replica.id)
         self.recorder.event(
             "replica_stopped",

@@ -199,3 +199,24 @@ def test_autoscale_on_cpu_needs_a_cpu_request(tmp_path: Path) -> None:
         write(tmp_path, GOOD + policy + "    resources: {cpu: 500m}\n"), environ={}
     )
     assert loaded.config.services["web"].resources is not None
+
+
+def test_container_limits_serve_as_the_request(tmp_path: Path) -> None:
+    policy = (
+        "    autoscale: {checks: [{kind: target, metric: cpu, target: 70%},"
+        " {kind: target, metric: memory, target: 80%}]}\n"
+    )
+    text = (
+        "services:\n  web:\n    frontend: 127.0.0.1:9000\n"
+        "    backend: {kind: docker, image: app:1, port: 8080, cpus: 500m, memory: 256Mi}\n"
+    )
+    service = load_config(write(tmp_path, text + policy), environ={}).config.services["web"]
+    assert service.request is not None
+    assert (service.request.cpu, service.request.memory) == (0.5, 256 * 2**20)
+    own = text + policy + "    resources: {cpu: 250m}\n"
+    service = load_config(write(tmp_path, own), environ={}).config.services["web"]
+    assert service.request is not None  # resources win field by field
+    assert (service.request.cpu, service.request.memory) == (0.25, 256 * 2**20)
+    no_limit = text.replace(", memory: 256Mi", "")
+    found = issues(tmp_path, no_limit + policy)
+    assert "resources: {memory: ...}" in found["services.web"]

@@ -10,7 +10,10 @@ Endpoints:
   ``GET /work?ms=N`` -> burns N ms of CPU (capped), returns replica/pid/ms
   ``GET /sleep?ms=N`` -> waits N ms without CPU (a slow downstream call), same reply
   ``GET /healthz``   -> 200 ``ok`` (text/plain)
+  ``GET /replica``   -> the replica id (text/plain), as the container demo image answers
   anything else      -> 404
+
+Every response names its replica in an ``X-Replica`` header.
 
 ``DEMO_FAIL_AT_START=1`` makes it exit 1 at once (to demonstrate crash loops).
 SIGTERM stops accepting, finishes in-flight requests, and exits 0, so graceful
@@ -62,6 +65,8 @@ class DemoHandler(BaseHTTPRequestHandler):
             self._json(200, self._identity())
         elif url.path == "/healthz":
             self._reply(200, b"ok", "text/plain")
+        elif url.path == "/replica":
+            self._reply(200, f"{self.server.replica}\n".encode(), "text/plain")
         elif url.path in ("/work", "/sleep"):
             query = parse_qs(url.query)
             try:
@@ -92,6 +97,7 @@ class DemoHandler(BaseHTTPRequestHandler):
     def _reply(self, status: int, data: bytes, content_type: str) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        self.send_header("X-Replica", self.server.replica)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Connection", "close")
         self.end_headers()

@@ -329,6 +329,7 @@ class ServiceLoop:
                 f"cannot start a replica: {exc}; next try in {delay:.1f}s",
                 service=self.name,
                 level="error",
+                backoff_seconds=delay,
             )
             return f"start failed: {exc}"
         self.tracked[replica.id] = Tracked(replica, since=now)

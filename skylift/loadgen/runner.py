@@ -162,7 +162,11 @@ async def _request(
 
 
 def _replica(response: httpx.Response) -> str | None:
-    """The ``replica`` key of a JSON object body, for checking traffic spread."""
+    """Which replica answered, for checking traffic spread: an ``X-Replica`` header,
+    else the ``replica`` key of a JSON object body."""
+    named = response.headers.get("x-replica")
+    if named:
+        return named
     if "json" not in response.headers.get("content-type", ""):
         return None
     try:

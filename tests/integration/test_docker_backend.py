@@ -248,3 +248,24 @@ def test_config_rejects_reserved_labels_and_unknown_keys() -> None:
         {"kind": "docker", "image": "app:1", "port": 80, "cpus": 0.25, "memory": "1Gi"}
     )
     assert (config.cpus, config.memory, config.pull) == (0.25, 2**30, "never")
+
+
+async def test_stats_source_reads_the_containers_cgroups(make_backend: MakeBackend) -> None:
+    from skylift.metrics.docker_stats import DockerStatsSource
+    from skylift.metrics.resources import Resources
+    from skylift.model import ReplicaState
+
+    backend = make_backend(cpus="500m", memory="64Mi")
+    replica = await backend.start(SERVICE, "r1")
+    replica.state = ReplicaState.READY
+    source = DockerStatsSource(
+        lambda s: [replica], {SERVICE: Resources(cpu=0.5, memory=64 * 2**20)}, {SERVICE: backend}
+    )
+    first = await source.sample(SERVICE, 1.0)
+    assert set(first) == {"memory"}  # cpu needs a second reading
+    assert 0.0 < first["memory"] < 1.0  # a busybox httpd: some KiB of its 64 MiB
+    wait_for(lambda: get(replica, "/replica"), 10, "the container to serve")
+    second = await source.sample(SERVICE, 2.0)
+    assert 0.0 <= second["cpu"] < 1.0 and 0.0 < second["memory"] < 1.0
+    await backend.stop(replica, grace=2)
+    assert backend.stats(str(replica.handle["container_id"])) == {}  # gone: empty, no error

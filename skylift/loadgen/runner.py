@@ -166,7 +166,7 @@ def _replica(response: httpx.Response) -> str | None:
     else the ``replica`` key of a JSON object body."""
     named = response.headers.get("x-replica")
     if named:
-        return named
+        return str(named)
     if "json" not in response.headers.get("content-type", ""):
         return None
     try:

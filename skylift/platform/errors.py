@@ -1,0 +1,112 @@
+"""The platform's own errors, and the one place infrastructure failures become 503.
+
+A dead Redis or PostgreSQL must give the client a clear ``503`` with
+``Retry-After`` (and recover by itself when they return), never a ``500`` or
+a hang: the handlers here are registered for exactly those library errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import psycopg
+import psycopg_pool
+import redis.exceptions
+import structlog
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+log = structlog.get_logger("skylift.platform")
+
+
+class PlatformError(Exception):
+    """Base: an error with an HTTP status and a message safe to show the client."""
+
+    status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def response(self) -> Response:
+        return JSONResponse({"error": self.message}, status_code=self.status)
+
+
+class BadRequest(PlatformError):
+    status = 400
+
+
+class AuthError(PlatformError):
+    """Bad credentials or token; the message never says which part was wrong."""
+
+    status = 401
+
+    def response(self) -> Response:
+        return JSONResponse(
+            {"error": self.message}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+        )
+
+
+class Forbidden(PlatformError):
+    status = 403
+
+
+class Conflict(PlatformError):
+    status = 409
+
+
+class RateLimited(PlatformError):
+    status = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def response(self) -> Response:
+        return JSONResponse(
+            {"error": self.message, "retry_after": self.retry_after},
+            status_code=429,
+            headers={"Retry-After": str(self.retry_after)},
+        )
+
+
+#: Library errors that mean "a dependency is down or overloaded", not "a bug".
+REDIS_DOWN: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,  # includes BusyLoadingError while Redis loads its AOF
+    redis.exceptions.TimeoutError,
+)
+POSTGRES_DOWN: tuple[type[Exception], ...] = (
+    psycopg.OperationalError,  # connection refused/lost, admin shutdown, statement timeout
+    psycopg_pool.PoolTimeout,
+    psycopg.InterfaceError,  # the connection was closed under us
+)
+
+
+def unavailable_handler(
+    retry_after: int,
+) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """Map a dependency failure to 503 + ``Retry-After``, logged without secrets."""
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        dependency = "redis" if isinstance(exc, REDIS_DOWN) else "postgresql"
+        log.warning(
+            "dependency_unavailable",
+            dependency=dependency,
+            path=request.url.path,
+            error=type(exc).__name__,
+        )
+        return JSONResponse(
+            {
+                "error": f"{dependency} is unavailable, try again shortly",
+                "retry_after": retry_after,
+            },
+            status_code=503,
+            headers={"Retry-After": str(retry_after)},
+        )
+
+    return handle
+
+
+async def platform_error_handler(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, PlatformError)
+    return exc.response()

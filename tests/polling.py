@@ -30,18 +30,16 @@ def wait_for(
 
 async def wait_for_async(
     predicate: Callable[[], Any],
-    timeout: float = 10.0,
+    within: float = 10.0,
     what: str = "condition",
     every: float = 0.01,
 ) -> Any:
     """:func:`wait_for` inside an event loop: yields to other tasks between polls."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         last = predicate()
         if last:
             return last
         if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout:g}s waiting for {what} (last: {last!r})"
-            )
+            raise AssertionError(f"timed out after {within:g}s waiting for {what} (last: {last!r})")
         await asyncio.sleep(every)

@@ -26,11 +26,18 @@ def free_port() -> int:
     return free_port_block(1)
 
 
+_HANDED_OUT: set[int] = set()
+"""Ports already given to a test in this session: free now, but taken once it starts."""
+
+
 def free_port_block(size: int) -> int:
-    """First port of ``size`` consecutive ports that are free right now."""
+    """First port of ``size`` consecutive ports that are free right now and were not
+    handed out before (a config's API port must not land in its replicas' range)."""
     rng = random.SystemRandom()
     for _ in range(500):
         start = rng.randrange(LOW, HIGH - size)
-        if all(_bindable(port) for port in range(start, start + size)):
+        block = range(start, start + size)
+        if _HANDED_OUT.isdisjoint(block) and all(_bindable(port) for port in block):
+            _HANDED_OUT.update(block)
             return start
     raise RuntimeError(f"no block of {size} free ports found in {LOW}-{HIGH}")

@@ -24,7 +24,7 @@ async def test_constant_rate_against_demo_app() -> None:
         report = await run_load(constant_plan(app.url, "/work?ms=5", rps=100, duration=2))
     assert (report.sent, report.ok, report.errors) == (200, 200, 0)
     assert report.replicas == {"r1": 200}
-    assert 5 <= report.p50_ms <= report.p95_ms <= report.p99_ms <= report.max_ms < 2000
+    assert 5 <= report.p50_ms <= report.p95_ms <= report.p99_ms <= report.max_ms
     assert report.rate == pytest.approx(100, rel=0.1)
     assert 1.9 < report.duration_s < 4
 

@@ -10,6 +10,8 @@ if [ "${SKYLIFT_SETUP_DEV:-0}" = 1 ]; then
   # integration tests start a throwaway PostgreSQL
   command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
     || need+=(postgresql)
+  # the platform's tests start a throwaway redis-server
+  command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
   # the docker backend's tests run a real dockerd and build a tiny image from static busybox
   command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
   dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)

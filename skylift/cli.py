@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from skylift import cli_load, cli_sim
+from skylift import cli_backup, cli_event, cli_forecast, cli_load, cli_platform, cli_sim
 from skylift.config import ConfigError, LoadedConfig, json_schema, load_config
 from skylift.logs import configure_logging
 
@@ -119,6 +119,12 @@ def up(
 ) -> None:
     """Start the controller: replicas, HAProxy and the local API."""
     loaded = load_or_exit(config)
+    if not loaded.config.services:
+        raise fail(
+            f"{config} has no services: nothing for `up` to run (a regions-only config is "
+            "for `skylift backup`); add a `services:` block",
+            EXIT_CONFIG,
+        )
     if detach:
         raise typer.Exit(_up_detached(loaded, timeout, output))
     from skylift.controller.runner import serve
@@ -285,7 +291,8 @@ def scale(
             data = api.post(f"/api/v1/services/{service}/scale", json={"replicas": replicas})
         except (ControllerUnreachable, RuntimeError) as exc:
             raise fail(str(exc)) from None
-    emit(data, output, f"{service}: desired {replicas}")
+    clamped = f" ({data['clamped']})" if data.get("clamped") else ""
+    emit(data, output, f"{service}: desired {data.get('desired', replicas)}{clamped}")
 
 
 @app.command()
@@ -362,6 +369,19 @@ def explain(
         )
     for source in data.get("failing_sources", []):
         lines.append(f"  source {source['source']} failing: {', '.join(source['metrics'])} missing")
+    if (calendar := data.get("calendar")) and calendar["active"]:
+        lines.append(
+            f"  calendar {', '.join(calendar['active'])}: min {calendar['min']}, "
+            f"max {calendar['max']}, load x{calendar['multiplier']:g}"
+        )
+    if forecast := data.get("forecast"):
+        stats = forecast["stats"]
+        lines.append(f"  {forecast['note'] or 'forecast: no data yet'}")
+        lines.append(
+            f"  forecast error over {stats['forecasts']}: MAPE {stats['mape_pct']}%, "
+            f"under-forecast {stats['under_pct']}%, "
+            f"under with headroom {stats['upper_under_pct']}%"
+        )
     lines.extend(f"  {reason}" for reason in data.get("reasons", [])[:1])
     emit(data, output, "\n".join(lines))
 
@@ -383,6 +403,10 @@ def _records_offline(loaded: LoadedConfig, kind: str, service: str | None, limit
 
 cli_sim.register(app)
 cli_load.register(app)
+cli_backup.register(app)
+cli_event.register(app)
+cli_forecast.register(app)
+cli_platform.register(app)
 
 
 def main() -> None:

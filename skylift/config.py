@@ -17,9 +17,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from skylift.config_docker import DockerBackend
+from skylift.config_regions import Region
 from skylift.config_swarm import SwarmBackend
 from skylift.engine import ScalingPolicy
 from skylift.metrics.resources import Resources
@@ -129,6 +138,74 @@ class Backoff(Model):
     )
 
 
+class DatabaseBudget(Model):
+    """The service's share of its PostgreSQL: each replica's pool opens at most ``pool_size``."""
+
+    max_connections: int = Field(ge=1, description="the database server's max_connections")
+    pool_size: int = Field(ge=1, description="connections one replica's pool may open")
+    reserve: int = Field(
+        5, ge=0, description="connections kept free for admins, migrations, backups, other clients"
+    )
+
+
+@dataclass(frozen=True)
+class ConnectionBudget:
+    """``max_replicas x pool_size`` must fit in ``max_connections - reserve``."""
+
+    max_replicas: int
+    pool_size: int
+    max_connections: int
+    reserve: int
+
+    @property
+    def needed(self) -> int:
+        return self.max_replicas * self.pool_size
+
+    @property
+    def available(self) -> int:
+        return self.max_connections - self.reserve
+
+    @property
+    def fits(self) -> bool:
+        return self.needed <= self.available
+
+    @property
+    def replicas_allowed(self) -> int:
+        """The most replicas whose pools fit: the ceiling the controller clamps to."""
+        return max(0, self.available // self.pool_size)
+
+    def problem(self) -> str:
+        fixes = []
+        if self.replicas_allowed >= 1:
+            fixes.append(f"lower the max replicas to {self.replicas_allowed}")
+            pool = max(1, self.available // self.max_replicas)
+            fixes.append(f"lower database.pool_size to {pool}")
+        fixes.append(f"raise max_connections to {self.needed + self.reserve}")
+        return (
+            f"connection budget exceeded: max replicas x pool size = {self.needed} exceeds "
+            f"max_connections - reserve = {self.available} ({self.max_replicas} x "
+            f"{self.pool_size} > {self.max_connections} - {self.reserve}): {' or '.join(fixes)}"
+        )
+
+
+def connection_budget(service: Service) -> ConnectionBudget | None:
+    """The service's connection budget (None without a ``database`` block)."""
+    if service.database is None:
+        return None
+    return _budget(service.database, service.replicas, service.autoscale)
+
+
+def _budget(
+    database: DatabaseBudget, replicas: int, autoscale: ScalingPolicy | None
+) -> ConnectionBudget:
+    return ConnectionBudget(
+        max_replicas=autoscale.max if autoscale is not None else replicas,
+        pool_size=database.pool_size,
+        max_connections=database.max_connections,
+        reserve=database.reserve,
+    )
+
+
 class Service(Model):
     """One web service: its replicas, how they are checked and balanced."""
 
@@ -153,6 +230,23 @@ class Service(Model):
         description="take these metrics from Prometheus instead (metric -> PromQL instant "
         "query); needs metrics.prometheus_url",
     )
+    database: DatabaseBudget | None = Field(
+        None,
+        description="connection budget: max replicas x pool_size must fit in "
+        "max_connections - reserve (checked here, clamped by the controller)",
+    )
+
+    @field_validator("database")
+    @classmethod
+    def _budget_fits(cls, value: DatabaseBudget | None, info: ValidationInfo) -> Any:
+        # declared after replicas and autoscale, so both are validated (or failed) already
+        replicas, autoscale = info.data.get("replicas"), info.data.get("autoscale", None)
+        if value is None or not isinstance(replicas, int) or "autoscale" not in info.data:
+            return value
+        budget = _budget(value, replicas, autoscale)
+        if not budget.fits:
+            raise ValueError(budget.problem())
+        return value
 
     @field_validator("backend", mode="before")
     @classmethod
@@ -258,13 +352,33 @@ class SkyliftConfig(Model):
     haproxy: HAProxySettings = HAProxySettings()
     store: StoreSettings = StoreSettings()
     metrics: MetricsSettings = MetricsSettings()
-    services: dict[str, Service] = Field(min_length=1)
+    services: dict[str, Service] = Field(default_factory=dict)
+    regions: dict[str, Region] = Field(
+        default_factory=dict, description="phase-2 regions: database and Telegram backups"
+    )
 
     @field_validator("project")
     @classmethod
     def _project_name(cls, value: str) -> str:
         if not _NAME_RE.match(value):
             raise ValueError(f"invalid name {value!r}: {_NAME_HINT}")
+        return value
+
+    @model_validator(mode="after")
+    def _something_to_run(self) -> SkyliftConfig:
+        if not self.services and not self.regions:
+            raise ValueError(
+                "no services and no regions: add a `services:` block (or `regions:` for a "
+                "backup-only config)"
+            )
+        return self
+
+    @field_validator("regions")
+    @classmethod
+    def _region_names(cls, value: dict[str, Region]) -> dict[str, Region]:
+        for name in value:
+            if not _NAME_RE.match(name):
+                raise ValueError(f"invalid region name {name!r}: {_NAME_HINT}")
         return value
 
     @model_validator(mode="after")
@@ -516,7 +630,7 @@ def _strip_dict_keys(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
             skip_next = False
             continue
         out.append(part)
-        if part in ("services", "env"):
+        if part in ("services", "env", "regions"):
             skip_next = True
     return tuple(out)
 

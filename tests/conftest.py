@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.docker", "tests.fixtures.swarm"]
+pytest_plugins = [
+    "tests.fixtures.postgres",
+    "tests.fixtures.docker",
+    "tests.fixtures.swarm",
+    "tests.fixtures.redis",
+    "tests.fixtures.pg_replica",
+]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

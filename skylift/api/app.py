@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -20,6 +21,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from skylift.controller.core import Controller, UnknownService
+from skylift.controller.history import NotAutoscaled
+from skylift.engine.schedule import Event
+from skylift.store.history import ScalingEventExists
 
 OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz"})
 
@@ -74,10 +78,13 @@ def create_app(
         if replicas < 0 or replicas > 1000:
             return JSONResponse({"error": "replicas must be within 0..1000"}, status_code=400)
         try:
-            controller.scale(name, replicas)
+            applied, clamped = controller.scale(name, replicas)
         except UnknownService:
             return JSONResponse({"error": f"no service named {name!r}"}, status_code=404)
-        return JSONResponse({"service": name, "desired": replicas})
+        answer: dict[str, Any] = {"service": name, "desired": applied}
+        if clamped:
+            answer["clamped"] = clamped
+        return JSONResponse(answer)
 
     async def explain(request: Request) -> Response:
         name = request.path_params["name"]
@@ -85,6 +92,38 @@ def create_app(
             return JSONResponse(controller.explain(name))
         except UnknownService:
             return JSONResponse({"error": f"no service named {name!r}"}, status_code=404)
+
+    async def scaling_events(request: Request) -> Response:
+        """GET lists config and API events; POST adds one; DELETE removes one by name."""
+        name = request.path_params["name"]
+        if name not in controller.config.services:
+            return JSONResponse({"error": f"no service named {name!r}"}, status_code=404)
+        try:
+            if request.method == "GET":
+                return JSONResponse({"service": name, "events": controller.history.events(name)})
+            if request.method == "DELETE":
+                event = request.path_params.get("event") or request.query_params.get("name")
+                if not event:
+                    return JSONResponse({"error": "name the event to remove"}, status_code=400)
+                if not controller.history.remove_event(name, event):
+                    return JSONResponse(
+                        {"error": f"service {name!r} has no API event named {event!r}"},
+                        status_code=404,
+                    )
+                return JSONResponse({"service": name, "removed": event})
+            try:
+                event_model = Event.model_validate(await request.json())
+            except (ValueError, ValidationError) as exc:
+                return JSONResponse({"error": f"invalid event: {exc}"}, status_code=400)
+            stored = controller.history.add_event(name, event_model)
+            return JSONResponse({"service": name, "event": _event_dict(stored)}, status_code=201)
+        except NotAutoscaled:
+            return JSONResponse(
+                {"error": f"service {name!r} has no autoscale policy; events need one"},
+                status_code=409,
+            )
+        except ScalingEventExists as exc:
+            return JSONResponse({"error": str(exc)}, status_code=409)
 
     async def shutdown(request: Request) -> Response:
         body: dict[str, Any] = {}
@@ -103,6 +142,12 @@ def create_app(
             Route("/api/v1/events", listing("events")),
             Route("/api/v1/services/{name}/scale", scale, methods=["POST"]),
             Route("/api/v1/services/{name}/explain", explain),
+            Route(
+                "/api/v1/services/{name}/events",
+                scaling_events,
+                methods=["GET", "POST", "DELETE"],
+            ),
+            Route("/api/v1/services/{name}/events/{event}", scaling_events, methods=["DELETE"]),
             Route("/api/v1/decisions", listing("decisions")),
             Route("/api/v1/shutdown", shutdown, methods=["POST"]),
         ]

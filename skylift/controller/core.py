@@ -16,6 +16,8 @@ import structlog
 
 from skylift.config import LoadedConfig
 from skylift.controller.autoscaler import Autoscaler, reason_label
+from skylift.controller.budget import ceiling_of
+from skylift.controller.history import HistoryKeeper
 from skylift.controller.protocols import Backend, Balancer, EventSource
 from skylift.controller.recorder import ControllerMetrics, Recorder
 from skylift.controller.service import ServiceLoop
@@ -59,11 +61,17 @@ class Controller:
         self.backends = backends
         self._probe = probe
         self.collector = collector
+        self.ceilings = {
+            name: ceiling
+            for name, svc in self.config.services.items()
+            if (ceiling := ceiling_of(svc)) is not None
+        }
         self.autoscalers = {
-            name: Autoscaler(name, svc.autoscale)
+            name: Autoscaler(name, svc.autoscale, ceiling=self.ceilings.get(name))
             for name, svc in self.config.services.items()
             if svc.autoscale is not None
         }
+        self.history = HistoryKeeper(store, self.autoscalers, self.recorder)
 
     # -- start-up ---------------------------------------------------------
 
@@ -101,6 +109,7 @@ class Controller:
             loop.adopt(alive)
             self.loops[name] = loop
         await self.balancer.start(self.config.services, adopted)
+        self.history.restore(time.time())
         self.started = True
 
     def _initial_desired(self, name: str) -> int:
@@ -111,7 +120,10 @@ class Controller:
             self.store.set_desired(name, configured, configured=configured)
             stored = configured
         autoscaler = self.autoscalers.get(name)
-        return autoscaler.clamp(int(stored)) if autoscaler else int(stored)
+        if autoscaler is not None:
+            return autoscaler.clamp(int(stored))
+        ceiling = self.ceilings.get(name)
+        return ceiling.cap(int(stored)) if ceiling is not None else int(stored)
 
     # -- running ------------------------------------------------------------
 
@@ -135,6 +147,7 @@ class Controller:
             await asyncio.gather(*tasks, return_exceptions=True)
             for loop in self.loops.values():
                 await loop.close()
+            self.history.flush(time.time(), everything=True)
 
     async def _run_service(self, loop: ServiceLoop, stop: asyncio.Event) -> None:
         errors = 0
@@ -205,9 +218,11 @@ class Controller:
         if autoscaler is None or self.collector is None or not autoscaler.due(now):
             return
         obs = self.collector.observations(loop.name, now)
+        wall = time.time()
         decision = autoscaler.evaluate(
-            obs, loop.desired, loop.count(ReplicaState.READY), now, wall=time.time()
+            obs, loop.desired, loop.count(ReplicaState.READY), now, wall=wall
         )
+        self.history.flush(wall)
         reason = reason_label(decision)
         self.metrics.decisions.labels(loop.name, decision.direction, reason).inc()
         self.store.record_decision(
@@ -280,6 +295,9 @@ class Controller:
         autoscaler = self.autoscalers.get(loop.name)
         if autoscaler is not None and autoscaler.last is not None:
             m.recommended.labels(loop.name).set(autoscaler.last.recommended)
+            forecast = autoscaler.forecast_view()
+            if forecast is not None:
+                m.set_forecast(loop.name, forecast)
 
     # -- what the API asks --------------------------------------------------
 
@@ -291,18 +309,26 @@ class Controller:
             now - self.last_tick.get(name, -1e18) < limit for name in self.loops
         )
 
-    def scale(self, service: str, replicas: int) -> None:
+    def scale(self, service: str, replicas: int) -> tuple[int, str | None]:
+        """Set the count by hand; returns what was applied and, if less, why."""
         loop = self._loop(service)
+        ceiling = self.ceilings.get(service)
+        clamped = None
+        if ceiling is not None and replicas > ceiling.replicas:
+            clamped = f"{replicas} asked, capped at {ceiling.replicas} by the {ceiling.reason}"
+            replicas = ceiling.replicas
         old = loop.desired
         loop.desired = replicas
         self.store.set_desired(service, replicas)
         self.recorder.event(
             "scaled",
-            f"desired replicas {old} -> {replicas} (manual)",
+            f"desired replicas {old} -> {replicas} (manual" + (f"; {clamped})" if clamped else ")"),
             service=service,
             old=old,
             new=replicas,
+            clamped=clamped,
         )
+        return replicas, clamped
 
     async def down(self) -> None:
         """Stop every replica (drained) and HAProxy."""

@@ -99,6 +99,46 @@ class ControllerMetrics:
             ["service"],
             registry=self.registry,
         )
+        self.forecast = Gauge(
+            "skylift_forecast",
+            "The forecast of the load over the start-up horizon (kind: point, upper), in "
+            "the forecast metric's unit",
+            ["service", "metric", "kind"],
+            registry=self.registry,
+        )
+        self.forecast_replicas = Gauge(
+            "skylift_forecast_replicas",
+            "Replicas the forecast asks for (a floor under the reactive checks)",
+            ["service"],
+            registry=self.registry,
+        )
+        self.forecast_history = Gauge(
+            "skylift_forecast_history_seconds",
+            "History the forecaster has learned from",
+            ["service"],
+            registry=self.registry,
+        )
+        self.forecast_error = Gauge(
+            "skylift_forecast_error_ratio",
+            "Forecast error of the max load over the horizon (kind: mape, under = point "
+            "forecast below the realized max, upper_under = even the headroom was short)",
+            ["service", "kind"],
+            registry=self.registry,
+        )
+
+    def set_forecast(self, service: str, view: dict[str, Any]) -> None:
+        """Export an ``Autoscaler.forecast_view()``; errors only once some were scored."""
+        metric = str(view["metric"])
+        for kind in ("point", "upper"):
+            if view[kind] is not None:
+                self.forecast.labels(service, metric, kind).set(view[kind])
+        if view["replicas"] is not None:
+            self.forecast_replicas.labels(service).set(view["replicas"])
+        self.forecast_history.labels(service).set(view["history_s"])
+        stats = view["stats"]
+        for kind in ("mape", "under", "upper_under"):
+            if stats.get(f"{kind}_pct") is not None:
+                self.forecast_error.labels(service, kind).set(stats[f"{kind}_pct"] / 100.0)
 
 
 class Recorder:

@@ -137,11 +137,13 @@ async def attach_collector(
 
 
 def longest_rule(config: SkyliftConfig) -> float:
-    """History the collector must keep so every `for` duration can be judged."""
+    """History the collector must keep so every `for` duration can be judged, and no
+    sample expires between two decisions (the forecast's history is built from them)."""
     spans = [0.0]
     for svc in config.services.values():
         if svc.autoscale is not None:
             spans.extend(float(getattr(c, "for_", 0.0)) for c in svc.autoscale.checks)
+            spans.append(svc.autoscale.interval)  # the forecast history sees every sample
     return max(spans)
 
 

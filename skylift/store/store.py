@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from skylift.model import Replica, ReplicaState
 from skylift.store import migrate
+from skylift.store.history import History
 from skylift.store.lock import ControllerLock, FileControllerLock, PostgresControllerLock
 from skylift.store.records import Decision, Event, ServiceState
 from skylift.store.tables import DecisionRow, EventRow, ReplicaRow, ServiceRow
@@ -63,6 +64,11 @@ class Store:
             store.close()
             raise
         return store
+
+    @property
+    def history(self) -> History:
+        """Load history and API-added scaling events (see ``skylift.store.history``)."""
+        return History(self._session, self._clock)
 
     @property
     def url(self) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Float, Index, Integer, MetaData, String, Text
+from sqlalchemy import JSON, Float, Index, Integer, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -85,3 +85,36 @@ class DecisionRow(Base):
     direction: Mapped[str] = mapped_column(String(16))
     reasons: Mapped[list[str]] = mapped_column(Json)
     inputs: Mapped[dict[str, Any]] = mapped_column(Json)
+
+
+class LoadBucketRow(Base):
+    """One service's load metric summed over a time bucket (history for the forecaster).
+
+    ``total`` and ``samples`` instead of a mean, so partial buckets (written before and
+    after a restart) and roll-ups to coarser buckets merge exactly.
+    """
+
+    __tablename__ = "load_history"
+
+    service: Mapped[str] = mapped_column(String(64), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(32), primary_key=True)
+    step: Mapped[float] = mapped_column(Float, primary_key=True)
+    start: Mapped[float] = mapped_column(Float, primary_key=True)
+    total: Mapped[float] = mapped_column(Float)
+    samples: Mapped[int] = mapped_column(Integer)
+
+
+class ScalingEventRow(Base):
+    """A one-off scaling event added through the API (config events live in the config)."""
+
+    __tablename__ = "scaling_events"
+    __table_args__ = (UniqueConstraint("service", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    service: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(128))
+    starts_at: Mapped[float] = mapped_column(Float)
+    ends_at: Mapped[float] = mapped_column(Float)
+    min: Mapped[int | None] = mapped_column(Integer)
+    multiplier: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)

@@ -220,3 +220,13 @@ def test_container_limits_serve_as_the_request(tmp_path: Path) -> None:
     no_limit = text.replace(", memory: 256Mi", "")
     found = issues(tmp_path, no_limit + policy)
     assert "resources: {memory: ...}" in found["services.web"]
+
+
+def test_up_refuses_a_config_without_services(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "regions:\n  eu:\n    database_url: postgresql://postgres@localhost:5432/app\n",
+    )
+    result = CliRunner().invoke(app, ["up", "-c", str(path)])
+    assert result.exit_code == 3
+    assert "no services" in result.output

@@ -38,6 +38,7 @@ class Tracked:
     since: float  # loop clock when it entered its current state
     in_balancer: bool = False
     ready_at: float | None = None
+    retiring: bool = False  # being taken out and stopped: ticks leave it alone
 
 
 class ServiceLoop:
@@ -133,8 +134,8 @@ class ServiceLoop:
         tracked = self.tracked.get(event.replica_id)
         if tracked is None or event.kind not in ("died", "unhealthy"):
             return
-        if tracked.replica.state in (ReplicaState.DRAINING, ReplicaState.STOPPED):
-            return  # being stopped by us: its death is expected
+        if tracked.retiring or tracked.replica.state == ReplicaState.STOPPED:
+            return  # being stopped by us (or already handled): its death is expected
         self._reported[event.replica_id] = event.kind
         self.wake.set()
 
@@ -177,8 +178,8 @@ class ServiceLoop:
         self, tracked: Tracked, statuses: Mapping[str, Any] | None, now: float
     ) -> str | None:
         replica = tracked.replica
-        if replica.state in (ReplicaState.DRAINING, ReplicaState.STOPPED):
-            return None
+        if tracked.retiring or replica.state in (ReplicaState.DRAINING, ReplicaState.STOPPED):
+            return None  # its exit is ours (or already handled): never counted twice
         if not self.backend.is_alive(replica):
             return self._on_exit(tracked, now)
         server = statuses.get(replica.id) if statuses is not None else None
@@ -348,6 +349,7 @@ class ServiceLoop:
     # -- retiring -----------------------------------------------------------
 
     def _spawn_retire(self, tracked: Tracked, reason: str, *, drain: bool) -> None:
+        tracked.retiring = True
         task = asyncio.create_task(self._retire(tracked, reason, drain=drain))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)

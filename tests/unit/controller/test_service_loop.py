@@ -200,3 +200,18 @@ async def test_converges_to_any_desired(desired: int) -> None:
     await settle(loop, clock, ticks=4)
     assert len(backend.running) == desired
     assert loop.count(ReplicaState.READY) == desired
+
+
+async def test_a_death_is_handled_once_while_its_replica_is_being_stopped() -> None:
+    loop, backend, _balancer, store, clock = make_loop()
+    await settle(loop, clock)
+    clock.now += 60
+    victim = next(iter(backend.running))
+    backend.crash(victim, code=137)
+    for _ in range(3):  # ticks come faster than the stop (e.g. woken by Docker events)
+        await loop.tick()
+        clock.now += 0.1
+    await asyncio.gather(*loop._retiring)
+    exits = [e for e in store.events_list if e["kind"] in ("replica_exited", "replica_crashed")]
+    assert [e["data"]["replica"] for e in exits] == [victim]
+    assert loop.crash.failures == 0

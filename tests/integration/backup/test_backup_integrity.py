@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 
-import httpx
 import psycopg
 import pytest
 from conftest import EU_CHAT, Deployment, fresh_target
+
+from skylift.backup.telegram import BotApi
 
 
 def _tables_in(dsn: str) -> list[str]:
@@ -89,16 +90,11 @@ def test_a_manifest_of_another_region_is_refused(
     data = deployment.fake.file_bytes(eu_manifest.file_id)
     forged = deployment.root / "eu.manifest"
     forged.write_bytes(data)
-    with forged.open("rb") as handle:
-        sent = httpx.post(
-            f"{deployment.fake.url}/bot{deployment.tokens['us']}/sendDocument",
-            data={"chat_id": "-100222"},
-            files={"document": ("x.manifest", handle)},
-        ).json()["result"]
-    httpx.post(
-        f"{deployment.fake.url}/bot{deployment.tokens['us']}/pinChatMessage",
-        data={"chat_id": "-100222", "message_id": sent["message_id"]},
-    )
+    # through skylift's own client: the fake answers 429 to a second message within a
+    # second to the same chat, and the client waits out its retry_after
+    with BotApi(deployment.fake.url, deployment.tokens["us"]) as bot:
+        sent = bot.send_document("-100222", forged, "x.manifest")
+        bot.pin_message("-100222", sent.message_id)
     shutil.rmtree(deployment.root / "state")
     result = deployment.cli(
         "restore",

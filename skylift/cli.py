@@ -7,7 +7,6 @@ Exit codes: 0 ok, 1 runtime failure, 2 usage error, 3 invalid config.
 from __future__ import annotations
 
 import asyncio
-import enum
 import json
 import os
 import subprocess
@@ -19,16 +18,17 @@ from typing import Annotated, Any
 import typer
 
 from skylift import cli_backup, cli_event, cli_forecast, cli_load, cli_platform, cli_sim
+from skylift.cli_common import (
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_OK,
+    Output,
+    emit,
+    fail,
+    load_or_exit,
+)
 from skylift.config import ConfigError, LoadedConfig, json_schema, load_config
 from skylift.logs import configure_logging
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
-
-
-class Output(enum.StrEnum):
-    table = "table"
-    json = "json"
-
 
 app = typer.Typer(
     name="skylift",
@@ -54,23 +54,6 @@ def _root(
     log_json: Annotated[bool, typer.Option(help="logs as JSON lines")] = False,
 ) -> None:
     configure_logging(log_level, log_json)
-
-
-def fail(message: str, code: int = EXIT_FAILURE) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
-def load_or_exit(path: Path) -> LoadedConfig:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(EXIT_CONFIG) from None
-
-
-def emit(data: Any, output: Output, table: str) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str) if output == Output.json else table)
 
 
 # -- config ---------------------------------------------------------------

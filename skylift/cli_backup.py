@@ -8,7 +8,6 @@ Secrets (bot token, keys) never appear in any output.
 
 from __future__ import annotations
 
-import enum
 import json
 import os
 import sys
@@ -21,15 +20,14 @@ from typing import Annotated, Any
 
 import typer
 
-from skylift.config import ConfigError, LoadedConfig, load_config
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
-
-
-class Output(enum.StrEnum):
-    table = "table"
-    json = "json"
-
+from skylift.cli_common import (
+    EXIT_USAGE,
+    Output,
+    emit,
+    fail,
+    load_or_exit,
+)
+from skylift.config import LoadedConfig
 
 backup_app = typer.Typer(
     help="Regional backups to Telegram: streamed, encrypted, chunked, verified, restorable.",
@@ -48,23 +46,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(backup_app, name="backup")
 
 
-def _fail(message: str, code: int = EXIT_FAILURE) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
-def _load(path: Path) -> LoadedConfig:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(EXIT_CONFIG) from None
-
-
-def _emit(data: Any, output: Output, table: str) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str) if output == Output.json else table)
-
-
 @contextmanager
 def _errors() -> Iterator[None]:
     """Backup errors become one clear line on stderr and an exit code; no traceback."""
@@ -74,9 +55,9 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except UnknownRegion as exc:
-        raise _fail(str(exc), EXIT_USAGE) from None
+        raise fail(str(exc), EXIT_USAGE) from None
     except BackupError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def _when(ts: float | None) -> str:
@@ -101,12 +82,12 @@ def keygen(region: RegionOpt, config: ConfigOpt = Path("skylift.yaml")) -> None:
     from skylift.backup.context import RegionContext
     from skylift.backup.keys import RegionKey
 
-    loaded = _load(config)
+    loaded = load_or_exit(config)
     with _errors():
         ctx = RegionContext.from_config(loaded, region)
         path = ctx.key_path
         if path.exists():
-            raise _fail(f"{path} already exists: a region key is never overwritten")
+            raise fail(f"{path} already exists: a region key is never overwritten")
         key = RegionKey.generate(region)
         key.write_new(path)
     typer.echo(f"created region {region!r} key {key.fingerprint} at {path} (mode 0600)")
@@ -125,7 +106,7 @@ def run(
     """Dump the region's database and upload it, encrypted, to the region's chat."""
     from skylift.backup.context import RegionContext
 
-    loaded = _load(config)
+    loaded = load_or_exit(config)
     with _errors():
         ctx = RegionContext.from_config(loaded, region)
     _hand_over(ctx_, loaded, ctx, "run", output, fresh=fresh, prune=prune)
@@ -162,7 +143,7 @@ def _hand_over(
         os.execve(sys.executable, argv, env)  # noqa: S606
     with _errors():
         data, table, code = worker.run_job(job)
-    _emit(data, output, table)
+    emit(data, output, table)
     if code:
         raise typer.Exit(code)
 
@@ -185,9 +166,9 @@ def list_backups(
     output: OutputOpt = Output.table,
 ) -> None:
     """List the backups in the index (live ones unless --all)."""
-    loaded = _load(config)
+    loaded = load_or_exit(config)
     if region is not None and region not in loaded.config.regions:
-        raise _fail(f"region {region!r} is not in {loaded.path}", EXIT_USAGE)
+        raise fail(f"region {region!r} is not in {loaded.path}", EXIT_USAGE)
     with _errors(), _index(loaded) as index:
         records = index.list(region, status=None if all_ else "complete")
     rows = [r.summary() for r in records]
@@ -197,7 +178,7 @@ def list_backups(
         f"{r['bytes'] or 0:>12}"
         for r in rows
     ]
-    _emit({"backups": rows}, output, "\n".join(lines))
+    emit({"backups": rows}, output, "\n".join(lines))
 
 
 @backup_app.command("restore")
@@ -216,7 +197,7 @@ def restore_cmd(
     """Download, check every SHA-256, decrypt and pg_restore a backup into --target."""
     from skylift.backup.context import RegionContext
 
-    loaded = _load(config)
+    loaded = load_or_exit(config)
     with _errors():
         ctx = RegionContext.from_config(loaded, region)
     _hand_over(
@@ -247,7 +228,7 @@ def verify_cmd(
     """Restore drill: restore into a scratch database, compare tables with the manifest."""
     from skylift.backup.context import RegionContext
 
-    loaded = _load(config)
+    loaded = load_or_exit(config)
     with _errors():
         ctx = RegionContext.from_config(loaded, region)
     _hand_over(
@@ -273,7 +254,7 @@ def prune_cmd(
     from skylift.backup import retention
     from skylift.backup.context import RegionContext
 
-    loaded = _load(config)
+    loaded = load_or_exit(config)
     with _errors():
         ctx = RegionContext.from_config(loaded, region)
         with ctx.bot() as bot, _index(loaded) as index:
@@ -286,7 +267,7 @@ def prune_cmd(
                 now=time.time,
                 dry_run=dry_run,
             )
-    _emit(
+    emit(
         {"expired": [e.as_dict() for e in expired], "dry_run": dry_run},
         output,
         "\n".join(f"expired {e.id}" for e in expired) or "nothing to expire",
@@ -302,7 +283,7 @@ def schedule_cmd(
     """Run each region's backups on its cron schedule (UTC), with retention after each."""
     from skylift.backup.schedule import run_due
 
-    loaded = _load(config)
+    loaded = load_or_exit(config)
     while True:
         for line in run_due(loaded, _work_dir(loaded), now=time.time()):
             typer.echo(line)

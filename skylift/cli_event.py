@@ -12,15 +12,13 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from skylift.cli_common import EXIT_USAGE, Output, fail, load_or_exit
 from skylift.units import parse_duration
-
-EXIT_FAILURE, EXIT_USAGE = 1, 2
 
 event_app = typer.Typer(
     help="Scaling events: raise a service's floor or multiply its load for a while.",
@@ -28,21 +26,11 @@ event_app = typer.Typer(
 )
 
 
-class Output(StrEnum):
-    table = "table"
-    json = "json"
-
-
 ConfigOpt = Annotated[
     Path,
     typer.Option("--config", "-c", envvar="SKYLIFT_CONFIG", help="skylift.yaml to use"),
 ]
 OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table or json")]
-
-
-def _fail(message: str, code: int = EXIT_FAILURE) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
 
 
 def parse_when(text: str, now: float) -> float:
@@ -83,7 +71,6 @@ def _line(e: dict[str, Any], now: float) -> str:
 
 
 def _client(config: Path) -> Any:
-    from skylift.cli import load_or_exit
     from skylift.client import ApiClient
 
     return ApiClient(load_or_exit(config))
@@ -109,13 +96,13 @@ def add(
     from skylift.client import ControllerUnreachable
 
     if (end is None) == (duration is None):
-        raise _fail("give exactly one of --end or --duration", EXIT_USAGE)
+        raise fail("give exactly one of --end or --duration", EXIT_USAGE)
     now = time.time()
     try:
         starts = parse_when(start, now)
         ends = parse_when(end, now) if end is not None else starts + parse_duration(duration or "")
     except ValueError as exc:
-        raise _fail(str(exc), EXIT_USAGE) from None
+        raise fail(str(exc), EXIT_USAGE) from None
     body: dict[str, Any] = {"name": name, "start": starts, "end": ends}
     if min_replicas is not None:
         body["min"] = min_replicas
@@ -125,7 +112,7 @@ def add(
         try:
             data = api.post(f"/api/v1/services/{service}/events", json=body)
         except (ControllerUnreachable, RuntimeError) as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
     if output is Output.json:
         typer.echo(json.dumps(data, indent=2))
     else:
@@ -145,7 +132,7 @@ def list_events(
         try:
             data = api.get(f"/api/v1/services/{service}/events")
         except (ControllerUnreachable, RuntimeError) as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
     if output is Output.json:
         typer.echo(json.dumps(data, indent=2))
         return
@@ -167,7 +154,7 @@ def remove(
         try:
             data = api.delete(f"/api/v1/services/{service}/events", params={"name": name})
         except (ControllerUnreachable, RuntimeError) as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
     typer.echo(
         json.dumps(data, indent=2) if output is Output.json else f"{service}: removed {name}"
     )

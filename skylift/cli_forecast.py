@@ -16,29 +16,18 @@ import math
 import time
 from bisect import bisect_left, bisect_right
 from datetime import UTC, datetime
-from enum import StrEnum
 from html import escape
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from skylift.cli_common import EXIT_USAGE, Output, fail, load_or_exit
 from skylift.engine.model import Series
 from skylift.engine.predictive import Forecaster
 from skylift.units import parse_duration
 
-EXIT_FAILURE, EXIT_USAGE = 1, 2
 WIDTH, HEIGHT, PAD = 1000, 360, 50
-
-
-class Output(StrEnum):
-    table = "table"
-    json = "json"
-
-
-def _fail(message: str, code: int = EXIT_FAILURE) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
 
 
 def _iso(ts: float) -> str:
@@ -181,7 +170,6 @@ def forecast_command(
     output: Annotated[Output, typer.Option("--output", "-o", help="table or json")] = Output.table,
 ) -> None:
     """Show the forecast against recent load, from the history in the config's store."""
-    from skylift.cli import load_or_exit
     from skylift.controller.autoscaler import DEFAULT_STARTUP, expand
     from skylift.controller.history import measured_startup, replay_span
     from skylift.store import Store
@@ -189,13 +177,11 @@ def forecast_command(
     loaded = load_or_exit(config)
     spec = loaded.config.services.get(service)
     if spec is None:
-        raise _fail(
-            f"no service {service!r}; have: {', '.join(loaded.config.services)}", EXIT_USAGE
-        )
+        raise fail(f"no service {service!r}; have: {', '.join(loaded.config.services)}", EXIT_USAGE)
     policy = spec.autoscale
     cf = policy.compiled.forecast if policy is not None else None
     if policy is None or cf is None:
-        raise _fail(
+        raise fail(
             f"service {service!r} does not forecast: give it `autoscale: {{policy: predictive, "
             "capacity: ...}}` or a `forecast:` block",
             EXIT_USAGE,
@@ -203,14 +189,14 @@ def forecast_command(
     try:
         recent_s, ahead_s = parse_duration(recent), parse_duration(horizon)
     except ValueError as exc:
-        raise _fail(str(exc), EXIT_USAGE) from None
+        raise fail(str(exc), EXIT_USAGE) from None
     now = time.time()
     try:
         with Store.open(loaded.store_url) as store:
             buckets = store.history.load(service, cf.metric, since=now - recent_s - replay_span(cf))
             startup = measured_startup(store, service)
     except Exception as exc:  # any store failure ends the command with its message
-        raise _fail(f"cannot read the store {loaded.store_url}: {exc}") from None
+        raise fail(f"cannot read the store {loaded.store_url}: {exc}") from None
     forecaster = Forecaster(cf, policy.interval, startup or DEFAULT_STARTUP)
     times, values = expand(buckets, cf.step)
     table = forecast_rows(forecaster, times, values, now, recent_s, ahead_s)
@@ -241,7 +227,7 @@ def forecast_command(
         try:
             chart.write_text(text, encoding="utf-8")
         except OSError as exc:
-            raise _fail(f"cannot write {chart}: {exc}") from None
+            raise fail(f"cannot write {chart}: {exc}") from None
     if output is Output.json:
         typer.echo(json.dumps({**summary, "rows": table}, indent=2))
         return

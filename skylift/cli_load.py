@@ -11,20 +11,15 @@ import contextlib
 import json
 import signal
 import sys
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from skylift.cli_common import Output
 from skylift.loadgen import LoadPlan, LoadProgress, LoadReport, constant_plan, run_load, trace_plan
 from skylift.loadgen.plan import DEFAULT_MAX_IN_FLIGHT
 from skylift.units import parse_duration
-
-
-class Output(StrEnum):
-    json = "json"
-    table = "table"
 
 
 def register(app: typer.Typer) -> None:

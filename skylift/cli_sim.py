@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sys
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +16,7 @@ import typer
 import yaml
 from pydantic import ValidationError
 
+from skylift.cli_common import Output, fail
 from skylift.engine import ScalingPolicy
 from skylift.sim import (
     BUILTIN,
@@ -41,23 +41,13 @@ EXIT_USAGE = 2
 EXIT_POLICY = 3
 
 
-class Output(StrEnum):
-    json = "json"
-    table = "table"
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
 def _duration(value: str | None, flag: str) -> float | None:
     if value is None:
         return None
     try:
         return parse_duration(value)
     except ValueError as exc:
-        raise _fail(f"{flag}: {exc}", EXIT_USAGE) from None
+        raise fail(f"{flag}: {exc}", EXIT_USAGE) from None
 
 
 def load_policy_file(path: Path) -> ScalingPolicy:
@@ -127,48 +117,48 @@ def simulate_command(
 ) -> None:
     """Replay a trace against one policy and print its elasticity scores."""
     if (peak is None) == (capacity is None):
-        raise _fail("give exactly one of --peak N or --capacity RPS", EXIT_USAGE)
+        raise fail("give exactly one of --peak N or --capacity RPS", EXIT_USAGE)
     if capacity is not None and capacity <= 0:
-        raise _fail("--capacity must be greater than zero", EXIT_USAGE)
+        raise fail("--capacity must be greater than zero", EXIT_USAGE)
     startup_s = _duration(startup, "--startup") or 0.0
     interval_s = _duration(interval, "--interval")
     window_s = _duration(window, "--window") or 0.0
     if window_s <= 0:
-        raise _fail("--window must be longer than zero, e.g. 60s", EXIT_USAGE)
+        raise fail("--window must be longer than zero, e.g. 60s", EXIT_USAGE)
     try:
         data = load_trace(trace)
     except TraceError as exc:
-        raise _fail(str(exc), EXIT_RUNTIME) from None
+        raise fail(str(exc), EXIT_RUNTIME) from None
     try:
         cap = capacity if capacity is not None else capacity_for_peak(data.peak_rate, peak or 1)
     except ValueError as exc:
-        raise _fail(str(exc), EXIT_RUNTIME) from None
+        raise fail(str(exc), EXIT_RUNTIME) from None
     model = ServiceModel(capacity=cap, startup=startup_s)
     epoch, zone = trace_clock(data.name)
     if start is not None:
         try:
             moment = datetime.fromisoformat(start)
         except ValueError:
-            raise _fail(f"--start: {start!r} is not an ISO 8601 time", EXIT_USAGE) from None
+            raise fail(f"--start: {start!r} is not an ISO 8601 time", EXIT_USAGE) from None
         epoch = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
     try:
         ref = resolve_policy(policy, cap, model.demand(data.peak_rate), zone)
     except PolicyError as exc:
-        raise _fail(str(exc), EXIT_POLICY) from None
+        raise fail(str(exc), EXIT_POLICY) from None
     name = Path(policy).stem if policy not in BUILTIN else policy
     try:
         result = simulate(
             data, ref, model, interval=interval_s, window=window_s, name=name, epoch=epoch
         )
     except ValueError as exc:
-        raise _fail(str(exc), EXIT_USAGE) from None
+        raise fail(str(exc), EXIT_USAGE) from None
     try:
         if timeline is not None:
             timeline.write_text(result.timeline.to_csv(), encoding="utf-8")
         if chart is not None:
             chart.write_text(render_chart(result), encoding="utf-8")
     except OSError as exc:
-        raise _fail(f"cannot write output: {exc}", EXIT_RUNTIME) from None
+        raise fail(f"cannot write output: {exc}", EXIT_RUNTIME) from None
     if output is Output.json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
@@ -187,20 +177,20 @@ def bench_command(
 ) -> None:
     """Replay every trace under every policy; print the table and the best per trace."""
     if not traces.is_dir():
-        raise _fail(f"--traces {traces} is not a folder", EXIT_USAGE)
+        raise fail(f"--traces {traces} is not a folder", EXIT_USAGE)
     files = sorted(traces.glob("*.csv"))
     if not files:
-        raise _fail(f"no *.csv traces in {traces}", EXIT_USAGE)
+        raise fail(f"no *.csv traces in {traces}", EXIT_USAGE)
     names = [p.strip() for p in policies.split(",") if p.strip()]
     if not names:
-        raise _fail("--policies is empty", EXIT_USAGE)
+        raise fail("--policies is empty", EXIT_USAGE)
     startup_s = _duration(startup, "--startup") or 0.0
     interval_s = _duration(interval, "--interval")
     for name in names:  # fail fast on a bad policy, before any long run
         try:
             resolve_policy(name, 1.0, 1)
         except PolicyError as exc:
-            raise _fail(str(exc), EXIT_POLICY) from None
+            raise fail(str(exc), EXIT_POLICY) from None
     total = len(files) * len(names)
     try:
         if sys.stderr.isatty():
@@ -228,9 +218,9 @@ def bench_command(
                 resolve=resolve_policy,
             )
     except TraceError as exc:
-        raise _fail(str(exc), EXIT_RUNTIME) from None
+        raise fail(str(exc), EXIT_RUNTIME) from None
     except PolicyError as exc:
-        raise _fail(str(exc), EXIT_POLICY) from None
+        raise fail(str(exc), EXIT_POLICY) from None
     best = verdicts(results)
     if output is Output.json:
         payload = {

@@ -1,5 +1,7 @@
 """What the docker and swarm backends share: the lazily opened Engine client,
-the labels that find a replica again, its object name and its command line.
+the labels that find a replica again, its object name, its command line, and
+the events stream of its containers (a Swarm task's container carries the same
+labels, so deaths are pushed for both).
 
 Both run replicas through the same Docker Engine API; only what a replica *is*
 differs (a container, or a one-task Swarm service).
@@ -7,10 +9,14 @@ differs (a container, or a one-task Swarm service).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import shlex
 import threading
+import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import docker
 import docker.errors
@@ -31,6 +37,71 @@ API_TIMEOUT = 30.0  # seconds for one Engine API call (stop adds its grace on to
 
 def default_client() -> DockerClient:
     return docker.from_env(timeout=int(API_TIMEOUT))
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerEvent:
+    """One change of a replica's container, as the Docker events stream reports it.
+
+    ``kind`` is ``died`` (the container's main process exited; ``exit_code``
+    set), ``unhealthy`` or ``healthy`` (its HEALTHCHECK changed status).
+    """
+
+    replica_id: str
+    container_id: str
+    kind: Literal["died", "unhealthy", "healthy"]
+    exit_code: int | None
+    at: float  # epoch seconds, as reported by the daemon
+
+
+class EventStream:
+    """Container events of one service, read from the Engine in a worker thread."""
+
+    def __init__(
+        self,
+        raw: Any,
+        parse: Callable[[Mapping[str, Any]], ContainerEvent | None],
+        service: str,
+    ) -> None:
+        self._raw = raw  # docker's CancellableStream of decoded event dicts
+        self._parse = parse
+        self._service = service
+        self._queue: asyncio.Queue[Mapping[str, Any] | BaseException | None] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(
+            target=self._pump, args=(loop,), name=f"docker-events-{service}", daemon=True
+        )
+        self._thread.start()
+
+    def _pump(self, loop: asyncio.AbstractEventLoop) -> None:
+        item: BaseException | None = None
+        try:
+            for raw in self._raw:
+                loop.call_soon_threadsafe(self._queue.put_nowait, raw)
+        except Exception as exc:  # handed to the consumer, never swallowed
+            item = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
+            loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> ContainerEvent:
+        while True:
+            raw = await self._queue.get()
+            if raw is None or isinstance(raw, BaseException):
+                raise BackendError(
+                    f"Docker events stream for {self._service!r} ended: {raw or 'closed'}; "
+                    "subscribe again"
+                )
+            event = self._parse(raw)
+            if event is not None:
+                return event
+
+    async def aclose(self) -> None:
+        """Close the stream; the reader thread ends with it."""
+        with contextlib.suppress(Exception):  # already broken: nothing left to close
+            await asyncio.to_thread(self._raw.close)
 
 
 class EngineBackend:
@@ -102,3 +173,46 @@ class EngineBackend:
         argv = shlex.split(command) if isinstance(command, str) else list(command)
         port = str(self._config.port)
         return [t.replace("{port}", port).replace("{replica}", replica_id) for t in argv]
+
+    async def events(self) -> EventStream:
+        """Subscribe to deaths and health changes of this service's containers.
+
+        Returns once the Engine's events stream is open, so nothing that
+        happens afterwards is missed. Iterate the result (``async for``) and
+        ``await stream.aclose()`` when done. The iteration raises
+        :class:`BackendError` if the stream breaks (dockerd restarts): the
+        consumer subscribes again and relies on ``is_alive`` polling meanwhile.
+        """
+        filters = {
+            "type": ["container"],
+            "event": ["die", "health_status"],
+            "label": [f"{LABEL_PROJECT}={self.project}", f"{LABEL_SERVICE}={self.service_name}"],
+        }
+        stream = await asyncio.to_thread(
+            self.client.api.events, since=int(time.time()), decode=True, filters=filters
+        )
+        return EventStream(stream, self._event_from, self.service_name)
+
+    def _event_from(self, raw: Mapping[str, Any]) -> ContainerEvent | None:
+        actor = raw.get("Actor") or {}
+        labels = actor.get("Attributes") or {}
+        replica_id = labels.get(LABEL_REPLICA)
+        action = str(raw.get("Action") or raw.get("status") or "")
+        if replica_id is None:
+            return None
+        at = float(raw.get("timeNano", 0)) / 1e9 or float(raw.get("time", 0))
+        container_id = str(actor.get("ID") or raw.get("id") or "")
+        if action == "die":
+            code = labels.get("exitCode")
+            exit_code = int(code) if code is not None and code.lstrip("-").isdigit() else None
+            if exit_code is not None:
+                self._exit_codes[replica_id] = exit_code
+            return ContainerEvent(replica_id, container_id, "died", exit_code, at)
+        if action.startswith("health_status"):
+            status = action.partition(":")[2].strip()
+            if status in ("healthy", "unhealthy"):
+                kind: Literal["healthy", "unhealthy"] = (
+                    "healthy" if status == "healthy" else "unhealthy"
+                )
+                return ContainerEvent(replica_id, container_id, kind, None, at)
+        return None

@@ -20,9 +20,9 @@ from skylift.backends.docker import (
     LABEL_PROJECT,
     LABEL_REPLICA,
     LABEL_SERVICE,
-    ContainerEvent,
     DockerBackend,
 )
+from skylift.backends.engine import ContainerEvent
 from skylift.config_docker import DockerBackend as DockerBackendConfig
 from tests.fixtures.docker import answers_as, get
 from tests.polling import wait_for

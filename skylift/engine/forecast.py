@@ -25,6 +25,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -114,6 +115,66 @@ class HoltWinters:
             share = self.gamma * error / len(self.seasons)
             for m, table in zip(self.seasons, self.tables, strict=True):
                 table[index % m] += share
+        self.last = index
+        self.count += 1
+        return error
+
+
+class OnlineModel(Protocol):
+    """What the forecaster needs of a model: learn a bucket, predict a later one."""
+
+    @property
+    def last(self) -> int | None: ...
+
+    @property
+    def count(self) -> int: ...
+
+    def predict(self, index: int) -> float: ...
+
+    def update(self, index: int, y: float) -> float: ...
+
+
+@dataclass(slots=True)
+class SeasonalNaive:
+    """Online seasonal naive: bucket ``index`` is forecast as bucket ``index - season``.
+
+    The baseline every seasonal model must beat. Without that bucket (too little
+    history, or a gap) it repeats the last value seen. Keeps one season of values.
+    """
+
+    season: int
+    last: int | None = None
+    count: int = 0
+    _values: FloatArray = field(default_factory=lambda: np.zeros(0))
+    _indexes: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    _last_value: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.season < 1:
+            raise ValueError(f"season must be at least 1 bucket, got {self.season}")
+        self._values = np.zeros(self.season)
+        # No bucket number can equal the sentinel, not even a negative one.
+        self._indexes = np.full(self.season, np.iinfo(np.int64).min, dtype=np.int64)
+
+    def predict(self, index: int) -> float:
+        """The value one season before ``index``, else the last value (0.0 before any)."""
+        if self.last is None:
+            return 0.0
+        back = index - self.season * math.ceil((index - self.last) / self.season)
+        slot = back % self.season
+        if self._indexes[slot] == back:
+            return float(self._values[slot])
+        return self._last_value
+
+    def update(self, index: int, y: float) -> float:
+        """Learn bucket ``index``; returns the one-step error (0 on the first)."""
+        if self.last is not None and index <= self.last:
+            raise ValueError(f"bucket {index} is not after the last one ({self.last})")
+        error = 0.0 if self.last is None else y - self.predict(index)
+        slot = index % self.season
+        self._values[slot] = y
+        self._indexes[slot] = index
+        self._last_value = y
         self.last = index
         self.count += 1
         return error

@@ -16,16 +16,21 @@ How the count is made, per decision at wall time w:
    a replica started now is ready at w + startup, and the next decision's at
    w + interval + startup; the still-open bucket's partial mean shifts it;
 3. headroom: the ``quantile`` of the model's own recent errors on exactly that
-   quantity (realized max vs forecast max, transformed scale, the last week), and at
-   least the Poisson ``quantile`` of the forecast count per bucket, so small
-   per-minute counts are covered;
+   quantity (realized max vs forecast max, the last week), and at least the
+   Poisson ``quantile`` of the forecast count per bucket, so small per-minute
+   counts are covered. ``by_level`` (the default) takes the quantile of the
+   relative error among forecasts of the same load level (replica counts in
+   doubling bands), because real bursts grow with the load while a pooled
+   square-root-scale error (``pooled``) shrinks relative to it: on wc98 that
+   left ramps at 10-50 replicas short (docs/benchmarks.md);
 4. replicas = ceil(upper / target) (``decide`` applies an event's multiplier);
    ``decide`` uses it as a floor under the reactive checks (the safest action
    wins), so a bad forecast can only add replicas, never remove what reactive
    scaling asks for.
 
 With less than ``min_history`` of data the outlook says so and offers only a
-reactive floor: the recent peak rate plus ``warmup_headroom``.
+reactive floor, HPA's: the highest trailing ``step`` mean of the last five
+minutes (HPA's scale-down window) plus ``warmup_headroom``.
 """
 
 from __future__ import annotations
@@ -39,7 +44,13 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from skylift.engine.forecast import HoltWinters, normal_z, poisson_upper
+from skylift.engine.forecast import (
+    HoltWinters,
+    OnlineModel,
+    SeasonalNaive,
+    normal_z,
+    poisson_upper,
+)
 from skylift.engine.model import Series
 from skylift.units import Duration, Percent
 
@@ -49,6 +60,12 @@ MIN_ERRORS = 60
 """Errors needed before the empirical headroom is trusted."""
 REFIT_EVERY = 60
 """Buckets between recomputations of the headroom quantile (an hour of minutes)."""
+WARMUP_WINDOW = 300.0
+"""Seconds of trailing means whose highest sets the warm-up floor: HPA's scale-down window."""
+LEVEL_MIN_ERRORS = 200
+"""Errors a load level needs before its own headroom replaces the pooled one."""
+LOWEST_LEVEL = 0.25
+"""Forecasts below a quarter of a replica's target share one level."""
 
 
 def _forward(rate: float, step: float) -> float:
@@ -58,6 +75,11 @@ def _forward(rate: float, step: float) -> float:
 
 def _inverse(y: float, step: float) -> float:
     return max(y * y - 0.375, 0.0) / step
+
+
+def _level(rate: float, target: float) -> int:
+    """The load level a forecast belongs to: replica counts in doubling bands (1, 2-3, 4-7...)."""
+    return math.floor(math.log2(max(rate / target, LOWEST_LEVEL)))
 
 
 class ForecastSettings(BaseModel):
@@ -80,6 +102,17 @@ class ForecastSettings(BaseModel):
     step: Duration = Field(60.0, description="roll-up bucket of the history")
     seasons: tuple[Duration, ...] = Field(
         (86400.0, 604800.0), description="seasonal periods, e.g. [1d, 1w]"
+    )
+    model: Literal["holt_winters", "seasonal_naive"] = Field(
+        "holt_winters",
+        description="holt_winters: level, damped trend, daily and weekly seasons; "
+        "seasonal_naive: the same bucket one (first) season ago, a baseline",
+    )
+    headroom: Literal["by_level", "pooled"] = Field(
+        "by_level",
+        description="by_level: the quantile of the relative error among forecasts of "
+        "the same load level (bursts grow with the load); pooled: one quantile of the "
+        "error on the square-root scale (Poisson-like noise)",
     )
     quantile: Percent = Field(0.95, description="headroom: cover this quantile of the error")
     min_history: Duration = Field(86400.0, description="history needed before forecasting")
@@ -163,6 +196,8 @@ class ForecastStats:
 @dataclass(frozen=True, slots=True)
 class CompiledForecast:
     metric: str
+    model: str
+    by_level: bool
     target: float
     startup: float | None
     step: float
@@ -186,6 +221,8 @@ def compile_forecast(settings: ForecastSettings, capacity: float | None) -> Comp
         raise ValueError("forecast needs a target: set forecast.target or the policy's capacity")
     return CompiledForecast(
         settings.metric,
+        settings.model,
+        settings.headroom == "by_level",
         target,
         settings.startup,
         settings.step,
@@ -212,14 +249,23 @@ class Forecaster:
         self.cf = cf
         self.lead = (cf.startup if cf.startup is not None else startup) + interval
         self.span = max(1, math.ceil(self.lead / cf.step))
-        self.model = HoltWinters(cf.seasons, cf.alpha, cf.beta, cf.gamma, cf.phi)
+        self.model: OnlineModel = (
+            HoltWinters(cf.seasons, cf.alpha, cf.beta, cf.gamma, cf.phi)
+            if cf.model == "holt_winters"
+            else SeasonalNaive(cf.seasons[0] if cf.seasons else 1)
+        )
+        # A rate floor of one request per bucket keeps the log of an empty bucket finite.
+        self._eps = 1.0 / cf.step
         self._seen = -math.inf
         self._open: int | None = None
         self._sum = 0.0
         self._n = 0
         self._recent: deque[tuple[int, float]] = deque(maxlen=self.span + 2)
+        self._trailing: deque[tuple[float, float]] = deque()
         self._pending: deque[tuple[int, float, float]] = deque()
         self._errors = np.zeros(ERROR_MEMORY)
+        self._levels = np.zeros(ERROR_MEMORY, dtype=np.int64)
+        self._by_level: dict[int, float] = {}
         self._filled = 0
         self._cursor = 0
         self._headroom = 0.0
@@ -247,7 +293,7 @@ class Forecaster:
             if self._since_refit >= REFIT_EVERY or self._filled < MIN_ERRORS * 2:
                 self._refit()
         point = max(self.model.predict(index + j) for j in range(1, self.span + 1))
-        self._pending.append((index + self.span, point, point + self._headroom))
+        self._pending.append((index + self.span, point, self._upper(point)))
 
     def _score(self, index: int) -> None:
         """Compare forecasts whose horizon ended with the realized max over it."""
@@ -258,7 +304,8 @@ class Forecaster:
             realized = max((y for i, y in self._recent if start < i <= end), default=None)
             if realized is None:
                 continue
-            self._errors[self._cursor] = realized - point
+            self._errors[self._cursor] = self._error(realized, point)
+            self._levels[self._cursor] = _level(_inverse(point, self.cf.step), self.cf.target)
             self._cursor = (self._cursor + 1) % ERROR_MEMORY
             self._filled = min(self._filled + 1, ERROR_MEMORY)
             actual = _inverse(realized, self.cf.step)
@@ -266,12 +313,37 @@ class Forecaster:
                 self._count += 1
                 self._ape += abs(_inverse(point, self.cf.step) - actual) / actual
                 self._under += point < realized
-                self._upper_under += upper < realized
+                self._upper_under += upper < actual
+
+    def _error(self, realized: float, point: float) -> float:
+        """by_level: log ratio of the rates; pooled: difference on the square-root scale."""
+        if not self.cf.by_level:
+            return realized - point
+        step, eps = self.cf.step, self._eps
+        return math.log(_inverse(realized, step) + eps) - math.log(_inverse(point, step) + eps)
 
     def _refit(self) -> None:
         self._since_refit = 0
         errors = self._errors[: self._filled]
-        self._headroom = max(0.0, float(np.quantile(errors, self.cf.quantile)))
+        quantile = self.cf.quantile
+        self._headroom = max(0.0, float(np.quantile(errors, quantile)))
+        if not self.cf.by_level:
+            return
+        levels = self._levels[: self._filled]
+        self._by_level = {}
+        for level in np.unique(levels):
+            own = errors[levels == level]
+            if own.size >= LEVEL_MIN_ERRORS:
+                self._by_level[int(level)] = max(0.0, float(np.quantile(own, quantile)))
+
+    def _upper(self, point: float) -> float:
+        """The rate ``point`` (square-root scale) plus headroom for its level."""
+        step = self.cf.step
+        if not self.cf.by_level:
+            return _inverse(point + self._headroom, step)
+        rate = _inverse(point, step)
+        headroom = self._by_level.get(_level(rate, self.cf.target), self._headroom)
+        return (rate + self._eps) * math.exp(headroom) - self._eps
 
     def _ingest(self, series: Series, now: float, wall: float) -> None:
         times = series.times
@@ -325,6 +397,19 @@ class Forecaster:
             n, 100.0 * self._ape / n, 100.0 * self._under / n, 100.0 * self._upper_under / n
         )
 
+    def _warmup_rate(self, series: Series | None, now: float) -> float | None:
+        """The highest trailing ``step`` mean of the metric over the last WARMUP_WINDOW."""
+        trailing = self._trailing
+        if series is not None:
+            times = series.times
+            hi = bisect_right(times, now)
+            lo = bisect_right(times, now - self.cf.step, 0, hi)
+            if hi > lo:
+                trailing.append((now, sum(series.values[lo:hi]) / (hi - lo)))
+        while trailing and trailing[0][0] <= now - WARMUP_WINDOW:
+            trailing.popleft()
+        return max((mean for _, mean in trailing), default=None)
+
     def advance(self, series: Series | None, now: float, wall: float) -> Outlook:
         """Ingest new samples up to ``now`` and say how many replicas the horizon needs."""
         cf = self.cf
@@ -332,15 +417,12 @@ class Forecaster:
             self._ingest(series, now, wall)
         partial = _forward(self._sum / self._n, cf.step) if self._n else None
         if not self.ready:
-            recent = max((y for _, y in self._recent), default=None)
-            if partial is not None:
-                recent = partial if recent is None else max(recent, partial)
             history = self.history
-            if recent is None:
+            point = self._warmup_rate(series, now)
+            if point is None:
                 return Outlook(None, False, 0.0, 0.0, cf.metric, self.lead, history, cf.min_history)
-            upper = _inverse(recent, cf.step) * (1.0 + cf.warmup_headroom)
+            upper = point * (1.0 + cf.warmup_headroom)
             replicas = math.ceil(upper / cf.target - 1e-9)
-            point = _inverse(recent, cf.step)
             return Outlook(
                 replicas, False, point, upper, cf.metric, self.lead, history, cf.min_history
             )
@@ -364,7 +446,7 @@ class Forecaster:
         if point == -math.inf:
             point = predict(last + 1)
         rate = _inverse(point, cf.step)
-        empirical = _inverse(point + self._headroom, cf.step)
+        empirical = self._upper(point)
         noise = poisson_upper(rate * cf.step, cf.z) / cf.step
         upper = max(empirical, noise)
         replicas = math.ceil(upper / cf.target - 1e-9)

@@ -9,6 +9,7 @@ import pytest
 
 from skylift.engine.forecast import (
     HoltWinters,
+    SeasonalNaive,
     fit_holt_winters,
     mape,
     normal_z,
@@ -69,3 +70,22 @@ def test_poisson_upper_covers_small_counts() -> None:
     assert poisson_upper(1.0, z) >= 4
     assert poisson_upper(100.0, z) >= 124
     assert poisson_upper(0.0, z) > 0
+
+
+def test_online_seasonal_naive_forecasts_one_season_back_else_the_last_value() -> None:
+    model = SeasonalNaive(4)
+    assert model.predict(0) == 0.0  # nothing learned yet
+    for i, y in enumerate([1.0, 2.0, 3.0]):
+        model.update(i, y)
+    assert model.predict(4) == 1.0  # bucket 0, one season before
+    assert model.predict(3) == 3.0  # bucket -1 never seen: the last value
+    assert model.update(3, 4.0) == 1.0  # one-step error against that forecast
+    assert [model.predict(i) for i in (4, 5, 6, 7, 8)] == [1.0, 2.0, 3.0, 4.0, 1.0]
+    model.update(10, 9.0)  # a gap: buckets 8 and 9 are missing
+    assert model.predict(12) == 9.0  # bucket 8 is unknown, so naive
+    assert model.predict(14) == 9.0  # bucket 10
+    assert model.count == 5
+    with pytest.raises(ValueError, match="not after"):
+        model.update(10, 1.0)
+    with pytest.raises(ValueError, match="season"):
+        SeasonalNaive(0)

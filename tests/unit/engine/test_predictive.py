@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -162,3 +163,85 @@ def test_history_replayed_in_wall_time_then_live_samples_in_monotonic_time() -> 
     live = Series([mono - 60.0, mono], [6.0, 6.0])
     out = f.advance(live, mono, wall)
     assert out.ready and f.model.count > learned  # the live samples were learned
+
+
+def _regimes(days: int, seed: int) -> tuple[list[float], list[float], list[float]]:
+    """Per-minute rates: 18 h at 2 req/s, 6 h at 40 req/s, each minute x lognormal(0, 0.25).
+
+    The same relative burst at both levels, as real traffic has (page loads come in
+    bursts that grow with the load), unlike Poisson noise.
+    """
+    rng = np.random.default_rng(seed)
+    minutes = days * 1440
+    level = [40.0 if (m % 1440) >= 1080 else 2.0 for m in range(minutes)]
+    rates = [x * math.exp(rng.normal(0.0, 0.25)) for x in level]
+    return [60.0 * (m + 1) for m in range(minutes)], rates, level
+
+
+def _high_level_misses(headroom: str) -> float:
+    """Share of decisions at the high level whose headroom'd forecast fell short."""
+    times, rates, level = _regimes(4, seed=7)
+    cf = policy(forecast={"headroom": headroom}).compiled.forecast
+    assert cf is not None
+    forecaster = Forecaster(cf, 15.0, 60.0)
+    series = Series(times, rates)
+    short = total = 0
+    for m in range(3 * 1440, 4 * 1440 - 2):
+        now = times[m]  # the start of minute m + 1; the horizon is minutes m + 1 and m + 2
+        out = forecaster.advance(series, now, now)
+        assert out.ready
+        if level[m] == level[m + 2] == 40.0:
+            total += 1
+            short += out.upper < max(rates[m + 1], rates[m + 2])
+    return short / total
+
+
+def test_by_level_headroom_covers_bursts_that_grow_with_the_load() -> None:
+    by_level = _high_level_misses("by_level")
+    pooled = _high_level_misses("pooled")
+    # Aimed at 95 % of the two-minute maximum: by_level holds it where the load is high;
+    # the pooled square-root-scale headroom is set by the quiet 18 hours and falls short.
+    assert by_level <= 0.08
+    assert pooled >= 2 * by_level and pooled >= 0.1
+
+
+def test_forecast_model_and_headroom_are_validated_choices() -> None:
+    cf = policy(forecast={"model": "seasonal_naive", "headroom": "pooled"}).compiled.forecast
+    assert cf is not None and cf.model == "seasonal_naive" and not cf.by_level
+    with pytest.raises(ValidationError, match="headroom"):
+        policy(forecast={"headroom": "wide"})
+    with pytest.raises(ValidationError, match="model"):
+        policy(forecast={"model": "prophet"})
+
+
+def test_seasonal_naive_policy_forecasts_yesterday() -> None:
+    cf = policy(forecast={"model": "seasonal_naive"}).compiled.forecast
+    assert cf is not None
+    times, values = feed(2.0)
+    f = Forecaster(cf, 15.0, 300.0)
+    now = DAY + 0.5 * DAY  # the steepest rise; yesterday's next 5 minutes are ahead of now
+    out = f.advance(Series(times, values), now, now)
+    assert out.ready
+    ahead = max(seasonal_rate(now + s) for s in range(0, 316, 15))
+    assert out.point == pytest.approx(ahead, rel=0.02)
+
+
+def test_warm_up_holds_the_highest_minute_of_the_last_five_minutes_like_hpa() -> None:
+    cf = policy().compiled.forecast
+    assert cf is not None
+    # One sample per second: 1 req/s, except 10 req/s for a minute that straddles the
+    # minute boundary at 120 s (no single one-minute bucket sees it whole).
+    times = [float(t) for t in range(1, 1201)]
+    values = [10.0 if 90 < t <= 150 else 1.0 for t in times]
+    series = Series(times, values)
+    f = Forecaster(cf, 15.0, 60.0)
+    floors = {}
+    for now in range(15, 1200, 15):
+        out = f.advance(series, float(now), float(now))
+        assert not out.ready
+        floors[now] = out.replicas
+    burst = math.ceil(10.0 * (1.0 + cf.warmup_headroom))
+    assert floors[60] == math.ceil(1.0 * (1.0 + cf.warmup_headroom))
+    assert floors[150] == burst  # the trailing minute at 150 s is the whole burst
+    assert floors[150 + 285] == burst  # held for HPA's five-minute window
+    assert floors[150 + 300] < burst and floors[900] == floors[60]

@@ -45,11 +45,14 @@ def simulate(
     name: str | None = None,
     progress: Progress | None = None,
     epoch: float = 0.0,
+    forecaster: Forecaster | None = None,
 ) -> SimResult:
     """Replay ``trace``; ``interval`` overrides the policy's decision interval.
 
     ``epoch`` is the Unix time of the trace's t = 0: the virtual wall clock that
     schedules, events and the forecaster's seasons read is ``epoch + t``.
+    ``forecaster`` replaces the one the policy's ``forecast:`` block would build
+    (benchmarks pass a clairvoyant one to measure what a perfect forecast costs).
     """
     if policy == "oracle":
         return simulate_oracle(trace, model, interval=interval or 15.0)
@@ -66,7 +69,10 @@ def simulate(
     startup = model.startup
 
     cf = compiled.forecast
-    forecaster = Forecaster(cf, interval_s, startup) if cf is not None else None
+    if forecaster is None and cf is not None:
+        forecaster = Forecaster(cf, interval_s, startup)
+    if forecaster is not None and cf is None:
+        raise ValueError("a forecaster needs a policy with a forecast: block")
     need = compiled.metrics
     if cf is not None and cf.metric not in need:
         need = (*need, cf.metric)

@@ -13,7 +13,8 @@ import typer
 from typer.testing import CliRunner
 
 from skylift.cli_sim import register
-from skylift.engine import ScalingPolicy
+from skylift.engine import ScalingPolicy, Series
+from skylift.engine.predictive import CompiledForecast, Forecaster, Outlook
 from skylift.sim import ServiceModel, capacity_for_peak, parse_trace, preset_policy, simulate
 from skylift.sim.bench import trace_clock
 
@@ -120,3 +121,30 @@ def test_cli_simulate_predictive_with_timeline(
         app, [*args, "--start", "2026-01-05T00:00:00+01:00", "--policy", "scheduled"]
     )
     assert ok.exit_code == 0, ok.output
+
+
+class _Fixed(Forecaster):
+    """Always sure that ``replicas`` are needed: shows whose forecaster a replay asks."""
+
+    def __init__(self, cf: CompiledForecast, replicas: int) -> None:
+        super().__init__(cf, 15.0)
+        self.replicas = replicas
+        self.calls = 0
+
+    def advance(self, series: Series | None, now: float, wall: float) -> Outlook:
+        self.calls += 1
+        return Outlook(self.replicas, True, 0.0, 0.0)
+
+
+def test_a_caller_built_forecaster_replaces_the_policys_own(seasonal: str) -> None:
+    trace = parse_trace(seasonal, "seasonal")
+    cap = capacity_for_peak(trace.peak_rate, 20)
+    model = ServiceModel(capacity=cap, startup=60.0)
+    policy = preset_policy("predictive", cap, 20)
+    assert isinstance(policy, ScalingPolicy) and policy.compiled.forecast is not None
+    fixed = _Fixed(policy.compiled.forecast, 30)
+    result = simulate(trace, policy, model, forecaster=fixed)
+    assert fixed.calls == result.decisions
+    assert min(result.timeline.desired[10:]) == 30  # the floor held from the first decision on
+    with pytest.raises(ValueError, match="forecast: block"):
+        simulate(trace, preset_policy("hpa", cap, 20), model, forecaster=fixed)

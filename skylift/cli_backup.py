@@ -104,25 +104,25 @@ def run(
     output: OutputOpt = Output.table,
 ) -> None:
     """Dump the region's database and upload it, encrypted, to the region's chat."""
+    _hand_over(ctx_, config, region, "run", output, fresh=fresh, prune=prune)
+
+
+def _hand_over(
+    typer_ctx: typer.Context,
+    config: Path,
+    region: str,
+    command: str,
+    output: Output,
+    **params: Any,
+) -> None:
+    """Run ``command`` for ``region`` in the lean worker: exec into it, or in-process
+    under a test runner. Config and region errors are reported here, before the hand-over."""
+    from skylift.backup import worker
     from skylift.backup.context import RegionContext
 
     loaded = load_or_exit(config)
     with _errors():
         ctx = RegionContext.from_config(loaded, region)
-    _hand_over(ctx_, loaded, ctx, "run", output, fresh=fresh, prune=prune)
-
-
-def _hand_over(
-    typer_ctx: typer.Context,
-    loaded: LoadedConfig,
-    ctx: Any,
-    command: str,
-    output: Output,
-    **params: Any,
-) -> None:
-    """Run ``command`` in the lean worker: exec into it, or in-process under a test runner."""
-    from skylift.backup import worker
-
     root = typer_ctx.find_root().params
     job = {
         "command": command,
@@ -195,15 +195,10 @@ def restore_cmd(
     output: OutputOpt = Output.table,
 ) -> None:
     """Download, check every SHA-256, decrypt and pg_restore a backup into --target."""
-    from skylift.backup.context import RegionContext
-
-    loaded = load_or_exit(config)
-    with _errors():
-        ctx = RegionContext.from_config(loaded, region)
     _hand_over(
         ctx_,
-        loaded,
-        ctx,
+        config,
+        region,
         "restore",
         output,
         backup=None if backup == "latest" else backup,
@@ -226,15 +221,10 @@ def verify_cmd(
     output: OutputOpt = Output.table,
 ) -> None:
     """Restore drill: restore into a scratch database, compare tables with the manifest."""
-    from skylift.backup.context import RegionContext
-
-    loaded = load_or_exit(config)
-    with _errors():
-        ctx = RegionContext.from_config(loaded, region)
     _hand_over(
         ctx_,
-        loaded,
-        ctx,
+        config,
+        region,
         "verify",
         output,
         backup=None if backup == "latest" else backup,

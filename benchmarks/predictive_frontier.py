@@ -8,6 +8,9 @@ at a time, next to hpa in the same run:
 - ``quantile 90%`` / ``quantile 98%``: the safety/cost knob;
 - ``headroom pooled``: one square-root-scale error quantile for all levels;
 - ``seasonal naive``: yesterday's bucket instead of Holt-Winters;
+- ``true level``: the real forecaster (headroom by level, horizon, warm-up)
+  with Holt-Winters replaced by the true centred 15-minute mean: what a
+  perfect forecast of the level, but not of each minute's burst, would buy;
 - ``perfect forecast``: a clairvoyant forecaster that knows every future
   minute exactly (no headroom). What is left is the price of the decision
   machinery itself: a replica is paid for while it starts, and a removed one
@@ -47,6 +50,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "quantile 98%": {"quantile": "98%"},
     "headroom pooled": {"headroom": "pooled"},
     "seasonal naive": {"model": "seasonal_naive"},
+    "true level": {},
     "perfect forecast": {},
 }
 HISTORY_TRACES = ("wc98", "nasa", "clarknet", "nab_elb")
@@ -71,6 +75,41 @@ class ClairvoyantForecaster(Forecaster):
         rate = max(self.truth.get(i, 0.0) for i in range(first, end + 1))
         replicas = math.ceil(rate / self.cf.target - 1e-9)
         return Outlook(replicas, True, rate, rate, self.cf.metric, self.lead)
+
+
+class TrueLevel:
+    """A "model" that knows the true centred 15-minute mean of every bucket (sqrt scale)."""
+
+    def __init__(self, level: dict[int, float], step: float) -> None:
+        self.level = level
+        self.step = step
+        self.last: int | None = None
+        self.count = 0
+
+    def predict(self, index: int) -> float:
+        return math.sqrt(self.level.get(index, 0.0) * self.step + 0.375)
+
+    def update(self, index: int, y: float) -> float:
+        self.last = index
+        self.count += 1
+        return y - self.predict(index)
+
+
+class LevelForecaster(Forecaster):
+    """The real forecaster (headroom, warm-up, horizon) with the level known exactly."""
+
+    def __init__(
+        self, cf: CompiledForecast, interval: float, startup: float, level: dict[int, float]
+    ) -> None:
+        super().__init__(cf, interval, startup)
+        self.model = TrueLevel(level, cf.step)
+
+
+def _centred_level(truth: dict[int, float], minutes: int = 15) -> dict[int, float]:
+    keys = sorted(truth)
+    values = np.array([truth[k] for k in keys])
+    smooth = np.convolve(values, np.ones(minutes) / minutes, mode="same")
+    return dict(zip(keys, smooth.tolist(), strict=True))
 
 
 def _truth(trace: Trace, epoch: float, step: float) -> dict[int, float]:
@@ -107,10 +146,13 @@ def run_one(task: tuple[Path, str, int, float]) -> tuple[str, str, float, float]
     )
     cf = policy.compiled.forecast
     assert cf is not None
-    forecaster = None
+    forecaster: Forecaster | None = None
     if variant == "perfect forecast":
         truth = _truth(trace, epoch, cf.step)
         forecaster = ClairvoyantForecaster(cf, policy.compiled.interval, startup, truth)
+    elif variant == "true level":
+        level = _centred_level(_truth(trace, epoch, cf.step))
+        forecaster = LevelForecaster(cf, policy.compiled.interval, startup, level)
     result = simulate(trace, policy, model, epoch=epoch, forecaster=forecaster)
     return trace.name, variant, result.tau_u_pct, result.cost_ratio
 

@@ -12,6 +12,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from skylift.store import Store
@@ -55,6 +56,33 @@ def test_config_event_raises_replicas_before_any_load_then_returns(deploy: Deplo
     assert time.time() >= end - 1.0, "scaled down before the event ended"
     ups = [e for e in d.events("web") if e["kind"] == "autoscaled"]
     assert any("min is 3 (launch)" in r for e in ups for r in e["data"]["reasons"])
+
+
+def test_cron_schedule_raises_the_floor_for_its_window_only(deploy: Deploy) -> None:
+    # The window opens at the first whole UTC minute at least 20 s away (so `up` is
+    # done well before it) and lasts 20 s; the cron names that minute exactly.
+    now = time.time()
+    start = (math.floor(now / 60.0) + 1) * 60.0
+    if start - now < 20.0:
+        start += 60.0
+    fire = datetime.fromtimestamp(start, UTC)
+    rush = {
+        "name": "rush",
+        "cron": f"{fire.minute} {fire.hour} * * *",
+        "duration": "20s",
+        "timezone": "UTC",
+        "min": 3,
+    }
+    d = autoscaled(deploy, {**REACTIVE, "schedules": [rush]})
+    d.up()
+    assert d.service()["desired"] == 1
+    wait_for(lambda: d.service()["desired"] == 3, 90, "the schedule's floor of 3")
+    assert time.time() >= start - 1.0, "scaled up before the window opened"
+    wait_for(lambda: d.service()["ready"] == 3, 20, "3 replicas ready in the window")
+    wait_for(lambda: d.service()["desired"] == 1, 40, "back to 1 replica after the window")
+    assert time.time() >= start + 20.0 - 1.0, "scaled down before the window closed"
+    ups = [e for e in d.events("web") if e["kind"] == "autoscaled"]
+    assert any("min is 3 (rush)" in r for e in ups for r in e["data"]["reasons"])
 
 
 def test_event_added_through_the_cli_raises_the_floor_and_survives_a_restart(

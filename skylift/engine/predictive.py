@@ -397,16 +397,20 @@ class Forecaster:
             n, 100.0 * self._ape / n, 100.0 * self._under / n, 100.0 * self._upper_under / n
         )
 
-    def _warmup_rate(self, series: Series | None, now: float) -> float | None:
-        """The highest trailing ``step`` mean of the metric over the last WARMUP_WINDOW."""
+    def _warmup_rate(self, series: Series | None, now: float, wall: float) -> float | None:
+        """The highest trailing ``step`` mean of the metric over the last WARMUP_WINDOW.
+
+        Means are stamped in wall time: history replayed after a restart (Unix
+        seconds) and live samples (monotonic) then expire on one clock.
+        """
         trailing = self._trailing
         if series is not None:
             times = series.times
             hi = bisect_right(times, now)
             lo = bisect_right(times, now - self.cf.step, 0, hi)
             if hi > lo:
-                trailing.append((now, sum(series.values[lo:hi]) / (hi - lo)))
-        while trailing and trailing[0][0] <= now - WARMUP_WINDOW:
+                trailing.append((wall, sum(series.values[lo:hi]) / (hi - lo)))
+        while trailing and trailing[0][0] <= wall - WARMUP_WINDOW:
             trailing.popleft()
         return max((mean for _, mean in trailing), default=None)
 
@@ -418,7 +422,7 @@ class Forecaster:
         partial = _forward(self._sum / self._n, cf.step) if self._n else None
         if not self.ready:
             history = self.history
-            point = self._warmup_rate(series, now)
+            point = self._warmup_rate(series, now, wall)
             if point is None:
                 return Outlook(None, False, 0.0, 0.0, cf.metric, self.lead, history, cf.min_history)
             upper = point * (1.0 + cf.warmup_headroom)

@@ -245,3 +245,25 @@ def test_warm_up_holds_the_highest_minute_of_the_last_five_minutes_like_hpa() ->
     assert floors[150] == burst  # the trailing minute at 150 s is the whole burst
     assert floors[150 + 285] == burst  # held for HPA's five-minute window
     assert floors[150 + 300] < burst and floors[900] == floors[60]
+
+
+def test_warm_up_floor_from_replayed_history_expires_on_the_live_clock() -> None:
+    cf = policy().compiled.forecast
+    assert cf is not None
+    start = 1_700_000_000.0
+    f = Forecaster(cf, 15.0, 60.0)
+    # A restart replays two hours of history (too little to forecast) ending in a burst.
+    times = [start + 60.0 * (i + 1) for i in range(120)]
+    values = [20.0 if i >= 118 else 1.0 for i in range(120)]
+    out = f.advance(Series(times, values), times[-1], times[-1])
+    assert not out.ready and out.replicas == math.ceil(20.0 * (1.0 + cf.warmup_headroom))
+    # Live samples on the monotonic clock: quiet. The burst holds for five minutes
+    # of wall time, then the floor follows the live load.
+    floors = []
+    for k in range(1, 41):
+        mono = 100.0 + 15.0 * k
+        live = Series([mono - 15.0, mono], [1.0, 1.0])
+        floors.append(f.advance(live, mono, times[-1] + 15.0 * k).replicas)
+    quiet = math.ceil(1.0 * (1.0 + cf.warmup_headroom))
+    assert floors[:19] == [floors[0]] * 19 and floors[0] > quiet
+    assert floors[-1] == quiet

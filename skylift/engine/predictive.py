@@ -264,7 +264,7 @@ class Forecaster:
         self._trailing: deque[tuple[float, float]] = deque()
         self._pending: deque[tuple[int, float, float]] = deque()
         self._errors = np.zeros(ERROR_MEMORY)
-        self._levels = np.zeros(ERROR_MEMORY, dtype=np.int64)
+        self._levels = np.zeros(ERROR_MEMORY, dtype=np.int8)  # -2 .. log2(replicas)
         self._by_level: dict[int, float] = {}
         self._filled = 0
         self._cursor = 0

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from skylift.config import Service
+from skylift.metrics import SourceError
 from skylift.model import Replica
 
 
@@ -94,3 +95,33 @@ class FakeStore:
 
     def kinds(self) -> list[str]:
         return [e["kind"] for e in self.events_list]
+
+
+class RpsSource:
+    """A metric source the test turns up, down and off (``rps = None``: the source fails)."""
+
+    name = "fake-rps"
+
+    def __init__(self, rps: float | None = 0.0) -> None:
+        self.rps = rps
+
+    def provides(self, service: str) -> frozenset[str]:
+        return frozenset({"rps"})
+
+    async def sample(self, service: str, now: float) -> Mapping[str, float]:
+        if self.rps is None:
+            raise SourceError("stats socket unavailable", "start HAProxy")
+        return {"rps": self.rps}
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def healthy(_: Replica) -> bool:
+    return True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,12 +18,12 @@ from skylift.controller.core import Controller
 from skylift.controller.history import HistoryKeeper
 from skylift.controller.recorder import ControllerMetrics, Recorder
 from skylift.engine import Observations, ScalingPolicy, Series
+from skylift.engine.forecast import HoltWinters
 from skylift.engine.schedule import Event
 from skylift.metrics import Collector
-from skylift.model import Replica
 from skylift.store import Store
 from skylift.store.history import Bucket, History
-from tests.unit.controller.fakes import FakeBalancer
+from tests.unit.controller.fakes import Clock, FakeBalancer, RpsSource, healthy
 
 STEP = 10.0
 SEASON = 600.0
@@ -54,30 +54,6 @@ services:
     backend: {{command: "app --port {{port}}"}}
     autoscale:{POLICY}
 """
-
-
-class RpsSource:
-    name = "fake-rps"
-
-    def __init__(self) -> None:
-        self.rps = 0.0
-
-    def provides(self, service: str) -> frozenset[str]:
-        return frozenset({"rps"})
-
-    async def sample(self, service: str, now: float) -> Mapping[str, float]:
-        return {"rps": self.rps}
-
-
-class Clock:
-    now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-async def healthy(_: Replica) -> bool:
-    return True
 
 
 def seasonal(peak_at: float, hours: float = 2.0) -> list[Bucket]:
@@ -242,7 +218,9 @@ def test_persisted_history_restores_the_same_forecaster(store: Store) -> None:
     restored.restore(store.history.load("web", "rps"))
     assert live.forecaster is not None and restored.forecaster is not None
     assert restored.forecaster.history == live.forecaster.history
-    assert restored.forecaster.model.level == pytest.approx(live.forecaster.model.level)
+    restored_model, live_model = restored.forecaster.model, live.forecaster.model
+    assert isinstance(restored_model, HoltWinters) and isinstance(live_model, HoltWinters)
+    assert restored_model.level == pytest.approx(live_model.level)
     later = wall0 + 3600.0 + 400.0
     a = live.forecaster.advance(None, later, later)
     b = restored.forecaster.advance(None, later, later)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -10,10 +9,9 @@ import pytest
 from skylift.backends.memory import MemoryBackend
 from skylift.config import load_config
 from skylift.controller.core import Controller
-from skylift.metrics import Collector, SourceError
-from skylift.model import Replica
+from skylift.metrics import Collector
 from skylift.store import Store
-from tests.unit.controller.fakes import FakeBalancer
+from tests.unit.controller.fakes import Clock, FakeBalancer, RpsSource, healthy
 
 CONFIG = """
 interval: 1s
@@ -34,41 +32,13 @@ services:
 """
 
 
-class RpsSource:
-    """A metric source the test turns up, down and off."""
-
-    name = "fake-rps"
-
-    def __init__(self) -> None:
-        self.rps: float | None = 15.0
-
-    def provides(self, service: str) -> frozenset[str]:
-        return frozenset({"rps"})
-
-    async def sample(self, service: str, now: float) -> Mapping[str, float]:
-        if self.rps is None:
-            raise SourceError("stats socket unavailable", "start HAProxy")
-        return {"rps": self.rps}
-
-
-class Clock:
-    now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-async def healthy(_: Replica) -> bool:
-    return True
-
-
 @pytest.fixture
 async def setup(tmp_path: Path) -> tuple[Controller, RpsSource, Clock]:
     path = tmp_path / "skylift.yaml"
     path.write_text(CONFIG)
     loaded = load_config(path, environ={})
     store = Store.open(loaded.store_url, state_dir=loaded.state_dir)
-    source, clock = RpsSource(), Clock()
+    source, clock = RpsSource(15.0), Clock()
     collector = Collector(["web"], [source], interval=1.0, window=10.0, stale_after=2)
     ctl = Controller(
         loaded,

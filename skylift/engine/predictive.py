@@ -78,7 +78,7 @@ def _inverse(y: float, step: float) -> float:
 
 
 def _level(rate: float, target: float) -> int:
-    """The load level a forecast belongs to: replica counts in doubling bands (1, 2-3, 4-7...)."""
+    """The load level of a forecast: its replica need in doubling bands (<½, ½-1, 1-2, 2-4...)."""
     return math.floor(math.log2(max(rate / target, LOWEST_LEVEL)))
 
 

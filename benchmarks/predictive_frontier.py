@@ -70,8 +70,7 @@ class ClairvoyantForecaster(Forecaster):
         out = super().advance(series, now, wall)  # same warm-up as the real one
         if not out.ready:
             return out
-        step = self.cf.step
-        first, end = math.floor(wall / step), math.floor((wall + self.lead) / step)
+        first, end = self.horizon(wall)
         rate = max(self.truth.get(i, 0.0) for i in range(first, end + 1))
         replicas = math.ceil(rate / self.cf.target - 1e-9)
         return Outlook(replicas, True, rate, rate, self.cf.metric, self.lead)

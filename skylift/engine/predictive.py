@@ -397,6 +397,11 @@ class Forecaster:
             n, 100.0 * self._ape / n, 100.0 * self._under / n, 100.0 * self._upper_under / n
         )
 
+    def horizon(self, wall: float) -> tuple[int, int]:
+        """First and last bucket a decision at ``wall`` must cover: now to now + lead."""
+        step = self.cf.step
+        return math.floor(wall / step), math.floor((wall + self.lead) / step)
+
     def _warmup_rate(self, series: Series | None, now: float, wall: float) -> float | None:
         """The highest trailing ``step`` mean of the metric over the last WARMUP_WINDOW.
 
@@ -436,8 +441,7 @@ class Forecaster:
             self._cache_last = last
             self._cache.clear()
         predict = self._predict
-        first = math.floor(wall / cf.step)
-        end = math.floor((wall + self.lead) / cf.step)
+        first, end = self.horizon(wall)
         shift = 0.0
         point = -math.inf
         if partial is not None and self._open is not None and self._open > last:

@@ -1,4 +1,4 @@
-"""In-memory stand-ins for the balancer and the store, so reconcile logic runs without I/O."""
+"""In-memory stand-ins (balancer, store, metrics, clock): controller logic without I/O."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from skylift.config import Service
-from skylift.metrics import SourceError
+from skylift.backends.memory import MemoryBackend
+from skylift.config import LoadedConfig, Service
+from skylift.controller.core import Controller
+from skylift.metrics import Collector, SourceError
 from skylift.model import Replica
+from skylift.store import Store
 
 
 @dataclass
@@ -125,3 +128,21 @@ class Clock:
 
 async def healthy(_: Replica) -> bool:
     return True
+
+
+async def started_controller(
+    loaded: LoadedConfig, store: Store, source: RpsSource, clock: Clock
+) -> Controller:
+    """A started Controller on memory replicas, a fake balancer and ``source`` as metrics."""
+    collector = Collector(["web"], [source], interval=1.0, window=10.0, stale_after=2)
+    ctl = Controller(
+        loaded,
+        store,
+        FakeBalancer(),
+        {"web": MemoryBackend("web")},
+        clock=clock,
+        probe=healthy,
+        collector=collector,
+    )
+    await ctl.start()
+    return ctl

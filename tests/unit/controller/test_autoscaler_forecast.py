@@ -11,7 +11,6 @@ import pytest
 from prometheus_client import generate_latest
 from sqlalchemy.exc import OperationalError
 
-from skylift.backends.memory import MemoryBackend
 from skylift.config import load_config
 from skylift.controller.autoscaler import Autoscaler, LoadBuffer, expand
 from skylift.controller.core import Controller
@@ -20,10 +19,9 @@ from skylift.controller.recorder import ControllerMetrics, Recorder
 from skylift.engine import Observations, ScalingPolicy, Series
 from skylift.engine.forecast import HoltWinters
 from skylift.engine.schedule import Event
-from skylift.metrics import Collector
 from skylift.store import Store
 from skylift.store.history import Bucket, History
-from tests.unit.controller.fakes import Clock, FakeBalancer, RpsSource, healthy
+from tests.unit.controller.fakes import Clock, RpsSource, started_controller
 
 STEP = 10.0
 SEASON = 600.0
@@ -85,18 +83,7 @@ def store(config_path: Path) -> Iterator[Store]:
 async def controller(config_path: Path, store: Store) -> tuple[Controller, Clock]:
     loaded = load_config(config_path, environ={})
     clock = Clock()
-    collector = Collector(["web"], [RpsSource()], interval=1.0, window=10.0, stale_after=2)
-    ctl = Controller(
-        loaded,
-        store,
-        FakeBalancer(),
-        {"web": MemoryBackend("web")},
-        clock=clock,
-        probe=healthy,
-        collector=collector,
-    )
-    await ctl.start()
-    return ctl, clock
+    return await started_controller(loaded, store, RpsSource(), clock), clock
 
 
 async def decide_once(ctl: Controller, clock: Clock) -> None:

@@ -9,9 +9,8 @@ import pytest
 from skylift.backends.memory import MemoryBackend
 from skylift.config import load_config
 from skylift.controller.core import Controller
-from skylift.metrics import Collector
 from skylift.store import Store
-from tests.unit.controller.fakes import Clock, FakeBalancer, RpsSource, healthy
+from tests.unit.controller.fakes import Clock, FakeBalancer, RpsSource, healthy, started_controller
 
 CONFIG = """
 interval: 1s
@@ -39,18 +38,7 @@ async def setup(tmp_path: Path) -> tuple[Controller, RpsSource, Clock]:
     loaded = load_config(path, environ={})
     store = Store.open(loaded.store_url, state_dir=loaded.state_dir)
     source, clock = RpsSource(15.0), Clock()
-    collector = Collector(["web"], [source], interval=1.0, window=10.0, stale_after=2)
-    ctl = Controller(
-        loaded,
-        store,
-        FakeBalancer(),
-        {"web": MemoryBackend("web")},
-        clock=clock,
-        probe=healthy,
-        collector=collector,
-    )
-    await ctl.start()
-    return ctl, source, clock
+    return await started_controller(loaded, store, source, clock), source, clock
 
 
 async def run(ctl: Controller, clock: Clock, seconds: int) -> None:

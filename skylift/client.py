@@ -14,6 +14,14 @@ class ControllerUnreachable(RuntimeError):
     """No controller answers on the configured API address."""
 
 
+class ApiError(RuntimeError):
+    """The controller answered with an error; the message is one line that says what to do."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+
 class ApiClient:
     """Thin httpx wrapper that adds the bearer token and turns errors into messages."""
 
@@ -42,12 +50,28 @@ class ApiClient:
                 "start one with `skylift up -c FILE`"
             ) from None
         if response.status_code >= 400:
-            try:
-                message = response.json().get("error", response.text)
-            except ValueError:
-                message = response.text
-            raise RuntimeError(f"{method} {path}: HTTP {response.status_code}: {message}")
+            raise ApiError(response.status_code, self._explain(method, path, response))
         return response.json()
+
+    def _explain(self, method: str, path: str, response: httpx.Response) -> str:
+        try:
+            body = response.json()
+            message = str(body.get("error", response.text)) if isinstance(body, dict) else ""
+        except ValueError:
+            message = response.text.strip()
+        message = " ".join(message.split())[:300] or response.reason_phrase
+        status = response.status_code
+        if status == 401:
+            return (
+                f"the controller on {self.base} refused this CLI's token ({message}); use the "
+                f"config that started it, so the token is read from {self._state_dir}"
+            )
+        if status >= 500:
+            return (
+                f"the controller on {self.base} failed on {method} {path} (HTTP {status}: "
+                f"{message}); see its log or `skylift events`"
+            )
+        return message
 
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs)

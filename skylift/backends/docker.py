@@ -41,7 +41,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     ) from exc
 
 from skylift.backends.base import BackendError, StartFailed
-from skylift.backends.engine import (
+from skylift.backends.container import (
     LABEL_PROJECT,
     LABEL_REPLICA,
     LABEL_SERVICE,
@@ -53,7 +53,7 @@ from skylift.model import Replica, ReplicaState
 if TYPE_CHECKING:
     from docker import DockerClient
 
-    from skylift.config_docker import DockerBackend as DockerBackendConfig
+    from skylift.config.docker import DockerBackend as DockerBackendConfig
 
 _PORT_WAIT = 5.0  # after start, longest wait for Docker to report the published port
 _POLL = 0.05

@@ -54,20 +54,20 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     ) from exc
 
 from skylift.backends.base import BackendError, StartFailed
-from skylift.backends.docker import Health, _epoch, _explain, _health
-from skylift.backends.engine import (
+from skylift.backends.container import (
     LABEL_PROJECT,
     LABEL_REPLICA,
     LABEL_SERVICE,
     EngineBackend,
 )
+from skylift.backends.docker import Health, _epoch, _explain, _health
 from skylift.backends.ports import LOOPBACK
 from skylift.model import Replica, ReplicaState
 
 if TYPE_CHECKING:
     from docker import DockerClient
 
-    from skylift.config_swarm import SwarmBackend as SwarmBackendConfig
+    from skylift.config.swarm import SwarmBackend as SwarmBackendConfig
 
 __all__ = ["LABEL_PROJECT", "LABEL_REPLICA", "LABEL_SERVICE", "SwarmBackend"]
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from skylift.backup.errors import BackupError, SecretMissing
 from skylift.backup.keys import RegionKey
 from skylift.backup.telegram import BotApi
-from skylift.config_regions import Region, RegionBackup, libpq_url
+from skylift.config.regions import Region, RegionBackup, libpq_url
 
 if TYPE_CHECKING:  # skylift.config pulls in the whole engine: backup workers stay lean
     from skylift.config import LoadedConfig

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from skylift.backup.errors import BackupError, DumpFailed
-from skylift.config_regions import libpq_url
+from skylift.config.regions import libpq_url
 
 _STATS_SQL = "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::text FROM {} AS t"
 _TABLES_SQL = """

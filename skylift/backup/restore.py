@@ -37,7 +37,7 @@ from skylift.backup.errors import (
 from skylift.backup.index import EXPIRED, LIVE, BackupIndex
 from skylift.backup.manifest import Manifest
 from skylift.backup.telegram import BotApi
-from skylift.config_regions import libpq_url
+from skylift.config.regions import libpq_url
 
 log = structlog.get_logger("skylift.backup")
 BLOCK = 1024 * 1024

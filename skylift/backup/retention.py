@@ -24,7 +24,7 @@ import structlog
 from skylift.backup.errors import BackupError
 from skylift.backup.index import LIVE, BackupIndex, BackupRecord
 from skylift.backup.telegram import BotApi
-from skylift.config_regions import Retention
+from skylift.config.regions import Retention
 
 log = structlog.get_logger("skylift.backup")
 DELETE_WINDOW = 48 * 3600.0

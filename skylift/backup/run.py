@@ -41,7 +41,7 @@ from skylift.backup.index import BackupIndex, BackupRecord
 from skylift.backup.keys import RegionKey
 from skylift.backup.manifest import CatalogEntry, Manifest, Part
 from skylift.backup.telegram import BotApi
-from skylift.config_regions import Retention
+from skylift.config.regions import Retention
 
 log = structlog.get_logger("skylift.backup")
 READ_SIZE = 1024 * 1024

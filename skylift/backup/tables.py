@@ -2,7 +2,7 @@
 
 Core and its own MetaData keep a backup worker free of the ORM and alembic
 (its memory budget is tight); :func:`register` copies the table onto the
-store's metadata, which the migration does so the store's
+store's metadata, which the tests do so the store's
 models-vs-migrations check sees it.
 """
 

@@ -1,5 +1,5 @@
 """``python -m skylift.platform serve --port PORT``: the replica command in platform.yaml."""
 
-from skylift.cli_platform import platform_main
+from skylift.cli.platform import platform_main
 
 platform_main()

@@ -16,14 +16,14 @@ import pydantic
 import pytest
 
 from skylift.backends.base import StartFailed
+from skylift.backends.container import ContainerEvent
 from skylift.backends.docker import (
     LABEL_PROJECT,
     LABEL_REPLICA,
     LABEL_SERVICE,
     DockerBackend,
 )
-from skylift.backends.engine import ContainerEvent
-from skylift.config_docker import DockerBackend as DockerBackendConfig
+from skylift.config.docker import DockerBackend as DockerBackendConfig
 from tests.fixtures.docker import answers_as, get
 from tests.polling import wait_for
 

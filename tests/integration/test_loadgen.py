@@ -12,7 +12,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from skylift.cli_load import register
+from skylift.cli.load import register
 from skylift.loadgen import constant_plan, run_load, run_load_in_thread
 from skylift.loadgen.demo import running_demo_app
 

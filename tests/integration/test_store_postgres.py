@@ -17,7 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from skylift.model import Replica, ReplicaState
 from skylift.store import ControllerAlreadyRunning, ControllerLock, Store
 from skylift.store import migrate as migrations
-from skylift.store.tables import Base
+from tests.fixtures.schema import migrated_schema
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +47,7 @@ def test_migrations_reach_head_and_match_the_models(store: Store) -> None:
     assert store.dialect == "postgresql"
     assert migrations.current_revisions(store._engine) == migrations.head_revisions()
     with store._engine.connect() as conn:
-        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+        assert compare_metadata(MigrationContext.configure(conn), migrated_schema()) == []
 
 
 def test_plain_postgresql_url_uses_psycopg3(postgres_url: str, tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import pytest
 
 from skylift.backends.base import Backend, StartFailed
 from skylift.backends.swarm import LABEL_PROJECT, LABEL_REPLICA, LABEL_SERVICE, SwarmBackend
-from skylift.config_swarm import SwarmBackend as SwarmBackendConfig
+from skylift.config.swarm import SwarmBackend as SwarmBackendConfig
 from tests.fixtures.docker import answers_as, get
 from tests.polling import wait_for
 

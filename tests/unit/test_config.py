@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from skylift.cli import app
+from skylift.cli.app import app
 from skylift.config import ConfigError, json_schema, load_config
 from skylift.units import parse_duration, parse_percent
 

@@ -117,7 +117,7 @@ def test_the_commands_also_run_in_process_under_a_test_runner(
     """Without a real stdout the CLI runs the worker's code in-process instead of exec."""
     from typer.testing import CliRunner
 
-    from skylift.cli import app
+    from skylift.cli.app import app
 
     for name, value in deployment.env.items():
         monkeypatch.setenv(name, value)

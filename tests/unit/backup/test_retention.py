@@ -7,7 +7,7 @@ from typing import Any
 
 from skylift.backup import retention
 from skylift.backup.index import BackupRecord
-from skylift.config_regions import Retention
+from skylift.config.regions import Retention
 
 HOUR = 3600.0
 

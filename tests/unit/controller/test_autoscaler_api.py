@@ -13,11 +13,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from skylift import cli_forecast
 from skylift.api.app import create_app
 from skylift.api.token import load_or_create_token
 from skylift.backends.memory import MemoryBackend
-from skylift.cli_event import parse_when
+from skylift.cli import forecast as cli_forecast
+from skylift.cli.event import parse_when
 from skylift.config import load_config
 from skylift.controller.core import Controller
 from skylift.model import Replica

@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from skylift.cli_load import register
+from skylift.cli.load import register
 
 REFUSED = "http://127.0.0.1:1"  # nothing listens on port 1: instant connection refused
 

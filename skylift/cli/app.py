@@ -12,13 +12,19 @@ import os
 import subprocess
 import sys
 import time
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from skylift import cli_backup, cli_event, cli_forecast, cli_load, cli_platform, cli_sim
-from skylift.cli_common import (
+from skylift.cli import backup as cli_backup
+from skylift.cli import event as cli_event
+from skylift.cli import forecast as cli_forecast
+from skylift.cli import load as cli_load
+from skylift.cli import platform as cli_platform
+from skylift.cli import sim as cli_sim
+from skylift.cli.common import (
     EXIT_CONFIG,
     EXIT_FAILURE,
     EXIT_OK,
@@ -48,10 +54,22 @@ ConfigOpt = Annotated[
 OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table or json")]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"skylift {package_version('skylift')}")
+        raise typer.Exit(EXIT_OK)
+
+
 @app.callback()
 def _root(
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
     log_json: Annotated[bool, typer.Option(help="logs as JSON lines")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
 ) -> None:
     configure_logging(log_level, log_json)
 
@@ -110,7 +128,7 @@ def up(
         )
     if detach:
         raise typer.Exit(_up_detached(loaded, timeout, output))
-    from skylift.controller.runner import serve
+    from skylift.daemon import serve
     from skylift.store import ControllerAlreadyRunning
 
     try:
@@ -211,7 +229,7 @@ def down(
 
 async def _down_offline(loaded: LoadedConfig) -> None:
     """Stop what a dead controller left running, found through the store."""
-    from skylift.controller.runner import build_controller
+    from skylift.daemon import build_controller
     from skylift.store import Store
 
     store = Store.open(loaded.store_url)
@@ -393,4 +411,11 @@ cli_platform.register(app)
 
 
 def main() -> None:
-    app()
+    """Run the CLI; a controller's refusal or absence is one line on stderr, never a traceback."""
+    from skylift.client import ApiError, ControllerUnreachable
+
+    try:
+        app()
+    except (ApiError, ControllerUnreachable) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(EXIT_FAILURE) from None

@@ -1,6 +1,6 @@
 """The ``backend: {kind: swarm, ...}`` block of a service (see docs/swarm.md).
 
-Kept apart from :mod:`skylift.config` like :mod:`skylift.config_docker`; the
+Kept apart from :mod:`skylift.config` like :mod:`skylift.config.docker`; the
 field names are the docker backend's, so moving a service between ``docker``
 and ``swarm`` changes only ``kind``.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from skylift.config_docker import ContainerBackend
+from skylift.config.docker import ContainerBackend
 
 
 class SwarmBackend(ContainerBackend):

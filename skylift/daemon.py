@@ -24,8 +24,8 @@ from skylift.api.token import ensure_state_dir, load_or_create_token
 from skylift.backends.base import Backend
 from skylift.backends.process import ProcessBackend
 from skylift.config import LoadedConfig, SkyliftConfig, split_listen
-from skylift.config_docker import DockerBackend as DockerBackendConfig
-from skylift.config_swarm import SwarmBackend as SwarmBackendConfig
+from skylift.config.docker import DockerBackend as DockerBackendConfig
+from skylift.config.swarm import SwarmBackend as SwarmBackendConfig
 from skylift.controller.core import Controller
 from skylift.lb.balancer import HAProxyBalancer
 from skylift.lb.render import backend_name

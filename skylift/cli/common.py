@@ -1,6 +1,6 @@
 """What every ``skylift`` sub-command shares: exit codes, ``-o table|json``, errors.
 
-Kept apart from ``skylift.cli`` so that sub-command modules (which ``cli``
+Kept apart from ``skylift.cli.app`` so that sub-command modules (which ``cli``
 imports) can use it without an import cycle, and light enough for the backup
 commands' memory budget (typer and the config models only).
 """

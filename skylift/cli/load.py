@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from skylift.cli_common import Output
+from skylift.cli.common import Output
 from skylift.loadgen import LoadPlan, LoadProgress, LoadReport, constant_plan, run_load, trace_plan
 from skylift.loadgen.plan import DEFAULT_MAX_IN_FLIGHT
 from skylift.units import parse_duration

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from skylift.cli_common import EXIT_USAGE, Output, fail, load_or_exit
+from skylift.cli.common import EXIT_USAGE, Output, fail, load_or_exit
 from skylift.units import parse_duration
 
 event_app = typer.Typer(

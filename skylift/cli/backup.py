@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
-from skylift.cli_common import (
+from skylift.cli.common import (
     EXIT_USAGE,
     Output,
     emit,

@@ -27,7 +27,7 @@ from skylift.model import Replica
 if TYPE_CHECKING:
     from docker import DockerClient
 
-    from skylift.config_docker import ContainerBackend
+    from skylift.config.docker import ContainerBackend
 
 LABEL_PROJECT = "skylift.project"
 LABEL_SERVICE = "skylift.service"

@@ -16,7 +16,7 @@ import typer
 import yaml
 from pydantic import ValidationError
 
-from skylift.cli_common import Output, fail
+from skylift.cli.common import Output, fail
 from skylift.engine import ScalingPolicy
 from skylift.sim import (
     BUILTIN,

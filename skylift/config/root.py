@@ -1,0 +1,170 @@
+"""The root of ``skylift.yaml`` and the checks that span services (port clashes)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import (
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from skylift.config.base import (
+    _NAME_HINT,
+    _NAME_RE,
+    ConfigIssue,
+    Model,
+    _parse_listen,
+    split_listen,
+)
+from skylift.config.regions import Region
+from skylift.config.service import ProcessBackend, Service
+from skylift.config.settings import ApiSettings, HAProxySettings, MetricsSettings, StoreSettings
+from skylift.units import Duration
+
+
+class SkyliftConfig(Model):
+    """Root of ``skylift.yaml``."""
+
+    project: str = Field("skylift", description="name used in labels and state")
+    state_dir: str = Field(".skylift", description="state, sockets, logs (relative to config)")
+    interval: Duration = Field(1.0, description="reconcile loop period")
+    api: ApiSettings = ApiSettings()
+    haproxy: HAProxySettings = HAProxySettings()
+    store: StoreSettings = StoreSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    services: dict[str, Service] = Field(default_factory=dict)
+    regions: dict[str, Region] = Field(
+        default_factory=dict, description="phase-2 regions: database and Telegram backups"
+    )
+
+    @field_validator("project")
+    @classmethod
+    def _project_name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError(f"invalid name {value!r}: {_NAME_HINT}")
+        return value
+
+    @model_validator(mode="after")
+    def _something_to_run(self) -> SkyliftConfig:
+        if not self.services and not self.regions:
+            raise ValueError(
+                "no services and no regions: add a `services:` block (or `regions:` for a "
+                "backup-only config)"
+            )
+        return self
+
+    @field_validator("regions")
+    @classmethod
+    def _region_names(cls, value: dict[str, Region]) -> dict[str, Region]:
+        for name in value:
+            if not _NAME_RE.match(name):
+                raise ValueError(f"invalid region name {name!r}: {_NAME_HINT}")
+        return value
+
+    @model_validator(mode="after")
+    def _prometheus_has_url(self) -> SkyliftConfig:
+        users = [n for n, s in self.services.items() if s.prometheus]
+        if users and not self.metrics.prometheus_url:
+            raise ValueError(
+                f"services {', '.join(users)} query Prometheus but metrics.prometheus_url is "
+                "not set: add `metrics: {prometheus_url: http://127.0.0.1:9090}`"
+            )
+        return self
+
+    @field_validator("services")
+    @classmethod
+    def _service_names(cls, value: dict[str, Service]) -> dict[str, Service]:
+        for name in value:
+            if not _NAME_RE.match(name):
+                raise ValueError(f"invalid service name {name!r}: {_NAME_HINT}")
+        return value
+
+    @model_validator(mode="after")
+    def _no_port_clash(self) -> SkyliftConfig:
+        clashes = port_clashes(
+            {
+                "api.listen": split_listen(self.api.listen)[1],
+                "haproxy.metrics": split_listen(self.haproxy.metrics)[1],
+                **{
+                    f"services.{n}.frontend": split_listen(s.frontend)[1]
+                    for n, s in self.services.items()
+                },
+            },
+            {
+                n: (s.backend.ports.start, s.backend.ports.end)
+                for n, s in self.services.items()
+                if isinstance(s.backend, ProcessBackend)
+            },
+        )
+        if clashes:
+            raise ValueError("port clash: " + "; ".join(clashes) + ": give each a distinct port")
+        return self
+
+
+def port_clashes(listeners: Mapping[str, int], ranges: Mapping[str, tuple[int, int]]) -> list[str]:
+    """Every pair of things that would try to use the same port."""
+    taken: dict[int, str] = {}
+    clashes: list[str] = []
+    for owner, port in listeners.items():
+        if port in taken:
+            clashes.append(f"port {port} is used by both {taken[port]} and {owner}")
+        else:
+            taken[port] = owner
+    for port, owner in taken.items():
+        for name, (start, end) in ranges.items():
+            if start <= port <= end:
+                clashes.append(
+                    f"{owner} port {port} lies inside services.{name}.backend.ports ({start}-{end})"
+                )
+    items = list(ranges.items())
+    for i, (name_a, (a_start, a_end)) in enumerate(items):
+        for name_b, (b_start, b_end) in items[i + 1 :]:
+            if a_start <= b_end and b_start <= a_end:
+                clashes.append(
+                    f"services.{name_a}.backend.ports and services.{name_b}.backend.ports overlap"
+                )
+    return clashes
+
+
+def _raw_port_clashes(data: Mapping[str, Any]) -> list[ConfigIssue]:
+    """Port clashes found in the raw data, so they show up beside field errors."""
+    listeners: dict[str, int] = {}
+    ranges: dict[str, tuple[int, int]] = {}
+
+    def port_of(value: Any) -> int | None:
+        try:
+            return split_listen(_parse_listen(value))[1]
+        except ValueError:
+            return None
+
+    def section(key: str) -> Mapping[str, Any]:
+        value = data.get(key)
+        return value if isinstance(value, Mapping) else {}
+
+    defaults = {"api.listen": "127.0.0.1:8470", "haproxy.metrics": "127.0.0.1:8405"}
+    for owner, default in defaults.items():
+        head, field = owner.split(".")
+        port = port_of(section(head).get(field, default))
+        if port is not None:
+            listeners[owner] = port
+    for name, svc in section("services").items():
+        if not isinstance(svc, Mapping):
+            continue
+        port = port_of(svc.get("frontend"))
+        if port is not None:
+            listeners[f"services.{name}.frontend"] = port
+        backend = svc.get("backend")
+        if not isinstance(backend, Mapping) or backend.get("kind", "process") != "process":
+            continue  # only process replicas take ports from a range
+        ports = backend.get("ports", {})
+        if isinstance(ports, Mapping):
+            start, end = ports.get("start", 20000), ports.get("end", 20999)
+            if isinstance(start, int) and isinstance(end, int):
+                ranges[str(name)] = (start, end)
+    return [
+        ConfigIssue("(root)", f"port clash: {c}", "give each a distinct port")
+        for c in port_clashes(listeners, ranges)
+    ]

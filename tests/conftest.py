@@ -14,8 +14,8 @@ pytest_plugins = [
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Everything under tests/integration and tests/e2e is an integration test."""
+    """Everything under tests/integration, tests/e2e and tests/faults is an integration test."""
     for item in items:
         path = str(item.path)
-        if "/tests/integration/" in path or "/tests/e2e/" in path:
+        if any(f"/tests/{kind}/" in path for kind in ("integration", "e2e", "faults")):
             item.add_marker(pytest.mark.integration)

@@ -10,13 +10,38 @@ from dataclasses import dataclass, field
 
 
 class ReplicaState(enum.StrEnum):
-    """Life cycle of one replica as the controller sees it."""
+    """Life cycle of one replica as the controller sees it (persisted with the replica).
+
+    starting -> ready [-> held -> ready] -> draining -> removed -> stopping -> stopped;
+    a replica that failed skips the drain: unhealthy -> removed -> stopping -> stopped.
+    Each arrow is one idempotent step, retried on the next tick when it fails, so a
+    restarted controller resumes a replica from the state it was recorded in.
+    """
 
     STARTING = "starting"  # process running, not yet healthy in HAProxy
     READY = "ready"  # healthy and taking traffic
+    HELD = "held"  # kept out of rotation (MAINT) by an operator until released
     DRAINING = "draining"  # no new requests, finishing the ones in flight
-    UNHEALTHY = "unhealthy"  # failed its health check `fall` times or exited
+    UNHEALTHY = "unhealthy"  # failed its health check `fall` times or exited: no drain
+    REMOVED = "removed"  # out of HAProxy, process not yet stopped
+    STOPPING = "stopping"  # being stopped by the backend
     STOPPED = "stopped"  # gone
+
+    @property
+    def retiring(self) -> bool:
+        """On its way out: the states a restarted controller finishes rather than keeps."""
+        return self in _RETIRING
+
+
+_RETIRING = frozenset(
+    {
+        ReplicaState.DRAINING,
+        ReplicaState.UNHEALTHY,
+        ReplicaState.REMOVED,
+        ReplicaState.STOPPING,
+        ReplicaState.STOPPED,
+    }
+)
 
 
 @dataclass(slots=True)

@@ -22,7 +22,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from skylift.controller.core import Controller, UnknownService
 from skylift.controller.history import NotAutoscaled
+from skylift.controller.service import NotHoldable, UnknownReplica
 from skylift.engine.schedule import Event
+from skylift.model import ReplicaState
 from skylift.store.history import ScalingEventExists
 
 OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz"})
@@ -125,6 +127,36 @@ def create_app(
         except ScalingEventExists as exc:
             return JSONResponse({"error": str(exc)}, status_code=409)
 
+    async def replica_hold(request: Request) -> Response:
+        """POST .../replicas/{replica}/hold or /release: an operator's MAINT, persisted."""
+        name, replica_id = request.path_params["name"], request.path_params["replica"]
+        verb = request.path_params["verb"]
+        if verb not in ("hold", "release"):
+            return JSONResponse({"error": "POST .../hold or .../release"}, status_code=404)
+        loop = controller.loops.get(name)
+        if loop is None:
+            return JSONResponse({"error": f"no service named {name!r}"}, status_code=404)
+        try:
+            if verb == "hold":
+                replica = await loop.hold(replica_id)
+            else:
+                replica = await loop.release(replica_id)
+        except UnknownReplica:
+            return JSONResponse(
+                {"error": f"service {name!r} has no replica {replica_id!r} (see `skylift status`)"},
+                status_code=404,
+            )
+        except NotHoldable as exc:
+            return JSONResponse({"error": str(exc)}, status_code=409)
+        return JSONResponse(
+            {
+                "service": name,
+                "replica": replica.id,
+                "state": replica.state.value,
+                "held": replica.state == ReplicaState.HELD,
+            }
+        )
+
     async def shutdown(request: Request) -> Response:
         body: dict[str, Any] = {}
         if await request.body():
@@ -148,6 +180,11 @@ def create_app(
                 methods=["GET", "POST", "DELETE"],
             ),
             Route("/api/v1/services/{name}/events/{event}", scaling_events, methods=["DELETE"]),
+            Route(
+                "/api/v1/services/{name}/replicas/{replica}/{verb:str}",
+                replica_hold,
+                methods=["POST"],
+            ),
             Route("/api/v1/decisions", listing("decisions")),
             Route("/api/v1/shutdown", shutdown, methods=["POST"]),
         ]

@@ -28,6 +28,7 @@ class MemoryBackend:
     max_replicas: int = 1000
     log_dir: Path = Path("/nonexistent/skylift-memory-logs")
     fail_next_starts: int = 0
+    fail_next_stops: int = 0
     running: dict[str, Replica] = field(default_factory=dict)
     exited: dict[str, int] = field(default_factory=dict)
     survivors: set[str] = field(default_factory=set)  # ids a fresh instance may adopt
@@ -64,6 +65,9 @@ class MemoryBackend:
 
     async def stop(self, replica: Replica, grace: float) -> int | None:
         self.calls.append(("stop", replica.id))
+        if self.fail_next_stops > 0:
+            self.fail_next_stops -= 1
+            raise OSError(f"simulated stop failure of {replica.id}")
         self.survivors.discard(replica.id)
         if self.running.pop(replica.id, None) is not None:
             self.exited[replica.id] = -15
@@ -82,6 +86,10 @@ class MemoryBackend:
                 self.running[record.id] = replace(record)
                 adopted.append(record)
         return adopted
+
+    def find(self) -> list[Replica]:
+        """Every running fake replica, like Docker's listing by label (strays included)."""
+        return [replace(r) for r in self.running.values()]
 
     def log_path(self, replica: Replica) -> Path:
         return self.log_dir / replica.service / f"{replica.id}.log"

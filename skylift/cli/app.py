@@ -23,6 +23,7 @@ from skylift.cli import event as cli_event
 from skylift.cli import forecast as cli_forecast
 from skylift.cli import load as cli_load
 from skylift.cli import platform as cli_platform
+from skylift.cli import replica as cli_replica
 from skylift.cli import sim as cli_sim
 from skylift.cli.common import (
     EXIT_CONFIG,
@@ -408,6 +409,7 @@ cli_backup.register(app)
 cli_event.register(app)
 cli_forecast.register(app)
 cli_platform.register(app)
+cli_replica.register(app)
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -46,6 +47,10 @@ class ProcessBackend(Model):
         return value
 
 
+_STATUS_TOKEN = re.compile(r"^([1-5][0-9]{0,2})x{0,2}$")
+_STATUS_SPAN = re.compile(r"^([1-5][0-9]{2})-([1-5][0-9]{2})$")
+
+
 class HealthCheck(Model):
     """HTTP health check run by HAProxy (``option httpchk``)."""
 
@@ -54,6 +59,14 @@ class HealthCheck(Model):
     timeout: Duration = 1.0
     fall: int = Field(3, ge=1, le=100)
     rise: int = Field(2, ge=1, le=100)
+    expect_status: str = Field(
+        "2xx",
+        description=(
+            "HTTP statuses that count as healthy, for both skylift's own start-up probe and "
+            "HAProxy's check: comma-separated codes or classes, e.g. '2xx', '200', '2xx,301' "
+            "('x' is any digit)"
+        ),
+    )
 
     @field_validator("path")
     @classmethod
@@ -61,6 +74,46 @@ class HealthCheck(Model):
         if not value.startswith("/") or any(c.isspace() for c in value):
             raise ValueError(f"invalid path {value!r}: write an absolute URL path like '/healthz'")
         return value
+
+    @field_validator("expect_status", mode="before")
+    @classmethod
+    def _statuses(cls, value: Any) -> str:
+        if isinstance(value, int):
+            value = str(value)
+        if isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        if not isinstance(value, str):
+            raise ValueError("write statuses like '2xx', '200,204' or '200-399'")
+        tokens = [t.strip().lower() for t in value.split(",")]
+        for token in tokens:
+            if _status_range(token) is None:
+                raise ValueError(
+                    f"invalid status {token!r} in {value!r}: write codes (200), classes (2xx, "
+                    "20x) or ranges (200-399) between 100 and 599, comma-separated"
+                )
+        return ",".join(tokens)
+
+    @property
+    def status_ranges(self) -> tuple[tuple[int, int], ...]:
+        """``expect_status`` as inclusive ranges: ``2xx,301`` -> ``((200, 299), (301, 301))``."""
+        return tuple(r for t in self.expect_status.split(",") if (r := _status_range(t)))
+
+    def accepts(self, status: int) -> bool:
+        """True when ``status`` is healthy: exactly what HAProxy's ``http-check expect`` accepts."""
+        return any(low <= status <= high for low, high in self.status_ranges)
+
+
+def _status_range(token: str) -> tuple[int, int] | None:
+    """``200`` -> (200, 200); ``2xx`` -> (200, 299); ``20x`` -> (200, 209); ``200-399`` as is."""
+    if len(token) == 3 and (match := _STATUS_TOKEN.match(token)):
+        digits = match.group(1)
+        width = 3 - len(digits)
+        low, high = int(digits) * 10**width, (int(digits) + 1) * 10**width - 1
+    elif match := _STATUS_SPAN.match(token):
+        low, high = int(match.group(1)), int(match.group(2))
+    else:
+        return None
+    return (low, high) if 100 <= low <= high <= 599 else None
 
 
 class Backoff(Model):

@@ -373,6 +373,7 @@ class Controller:
                         "pid": r.pid,
                         "address": r.address,
                         "state": r.state.value,
+                        "held": r.state == ReplicaState.HELD,
                     }
                     for r in sorted(loop.replicas(), key=lambda r: r.id)
                 ],

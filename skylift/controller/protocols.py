@@ -15,6 +15,7 @@ __all__ = [
     "Balancer",
     "EventSource",
     "EventStream",
+    "ReplicaFinder",
     "ReplicaRecords",
     "ServerView",
 ]
@@ -46,6 +47,14 @@ class Balancer(Protocol):
 
     async def remove(self, service: str, replica_id: str) -> None: ...
 
+    async def ready(self, service: str, replica_id: str) -> None:
+        """Back in rotation (undoes drain and maint)."""
+        ...
+
+    async def hold(self, service: str, replica_id: str) -> None:
+        """Out of rotation and checks (MAINT) until :meth:`ready`: an operator's hold."""
+        ...
+
     async def status(self, service: str) -> Mapping[str, Any]: ...
 
     async def stop(self) -> None: ...
@@ -57,6 +66,15 @@ class ReplicaRecords(Protocol):
     def upsert_replica(self, replica: Replica) -> None: ...
 
     def delete_replica(self, replica_id: str) -> Any: ...
+
+
+@runtime_checkable
+class ReplicaFinder(Protocol):
+    """A backend that can list what it runs for a service (docker, swarm): strays are found."""
+
+    def find(self) -> list[Replica]:
+        """Every running replica of this backend's service (blocking: call it in a thread)."""
+        ...
 
 
 class BackendEvent(Protocol):

@@ -90,6 +90,7 @@ def check_spec(service: Service) -> CheckSpec:
         fall=h.fall,
         rise=h.rise,
         slowstart=service.slowstart,
+        expect=h.status_ranges,
     )
 
 
@@ -275,9 +276,16 @@ class HAProxyBalancer:
         log.info("haproxy.server_draining", service=service, replica=replica_id)
 
     async def ready(self, service: str, replica_id: str) -> None:
-        """Undo :meth:`drain`."""
+        """Undo :meth:`drain` or :meth:`hold`: back in rotation."""
         self._service(service)
         await self.runtime.set_state(backend_name(service), replica_id, "ready")
+        log.info("haproxy.server_ready", service=service, replica=replica_id)
+
+    async def hold(self, service: str, replica_id: str) -> None:
+        """MAINT: no traffic, no checks, until :meth:`ready` (an operator's hold)."""
+        self._service(service)
+        await self.runtime.set_state(backend_name(service), replica_id, "maint")
+        log.info("haproxy.server_held", service=service, replica=replica_id)
 
     async def remove(
         self, service: str, replica_id: str, drain_timeout: float | None = None

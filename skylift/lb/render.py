@@ -58,6 +58,8 @@ class CheckSpec:
     fall: int = 3
     rise: int = 2
     slowstart: float = 5.0
+    #: Healthy statuses as inclusive ranges; the controller's own probe accepts the same.
+    expect: tuple[tuple[int, int], ...] = ((200, 299),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,11 @@ def backend_name(service: str) -> str:
 
 def frontend_name(service: str) -> str:
     return f"fe_{service}"
+
+
+def expect_codes(ranges: tuple[tuple[int, int], ...]) -> str:
+    """``((200, 299), (301, 301))`` -> ``200-299,301``: HAProxy's ``status`` list syntax."""
+    return ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ranges)
 
 
 def haproxy_time(seconds: float) -> str:
@@ -136,6 +143,8 @@ def validate_spec(spec: HAProxySpec) -> None:
         seen.add(svc.name)
         if any(c.isspace() for c in svc.check.path) or not svc.check.path.startswith("/"):
             raise ValueError(f"invalid health check path {svc.check.path!r}")
+        if not svc.check.expect or any(not 100 <= lo <= hi <= 599 for lo, hi in svc.check.expect):
+            raise ValueError(f"invalid expected statuses {svc.check.expect!r} in {svc.name}")
         names: set[str] = set()
         for server in svc.servers:
             if not _NAME_RE.match(server.name) or server.name in names:
@@ -259,7 +268,7 @@ def _service(svc: ServiceSpec) -> list[str]:
         # roundrobin is dynamic: required by `add server` on the runtime API.
         "    balance roundrobin",
         f"    option httpchk GET {c.path}",
-        "    http-check expect status 200",
+        f"    http-check expect status {expect_codes(c.expect)}",
         f"    timeout check {haproxy_time(c.timeout)}",
         f"    default-server inter {haproxy_time(c.inter)} fall {c.fall} rise {c.rise} "
         f"slowstart {haproxy_time(c.slowstart)} pool-purge-delay {haproxy_time(POOL_PURGE_DELAY)}",

@@ -36,6 +36,7 @@ class FakeBalancer:
     calls: list[tuple[str, str]] = field(default_factory=list)
     unreachable: bool = False
     auto_up: bool = True
+    failing: dict[str, int] = field(default_factory=dict)  # verb -> how many calls raise
 
     async def start(
         self, services: Mapping[str, Service], replicas: Mapping[str, Sequence[Replica]]
@@ -53,11 +54,29 @@ class FakeBalancer:
 
     async def drain(self, service: str, replica_id: str) -> None:
         self.calls.append(("drain", replica_id))
+        self._fault("drain")
         self.servers[service][replica_id].state = "drain"
 
     async def remove(self, service: str, replica_id: str) -> None:
         self.calls.append(("remove", replica_id))
+        self._fault("remove")
         self.servers.get(service, {}).pop(replica_id, None)
+
+    async def ready(self, service: str, replica_id: str) -> None:
+        self.calls.append(("ready", replica_id))
+        self._fault("ready")
+        self.servers[service][replica_id].state = "up"
+
+    async def hold(self, service: str, replica_id: str) -> None:
+        self.calls.append(("hold", replica_id))
+        self._fault("hold")
+        self.servers[service][replica_id].state = "maint"
+
+    def _fault(self, verb: str) -> None:
+        """Raise while a test keeps ``failing[verb]`` above zero (counts down per call)."""
+        if self.failing.get(verb, 0) > 0:
+            self.failing[verb] -= 1
+            raise ConnectionError(f"injected: {verb} failed")
 
     async def status(self, service: str) -> Mapping[str, Any]:
         if self.unreachable:

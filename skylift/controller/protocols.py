@@ -57,6 +57,10 @@ class Balancer(Protocol):
 
     async def status(self, service: str) -> Mapping[str, Any]: ...
 
+    async def revive(self) -> bool:
+        """Restart the balancer if it died (True when it did): the data plane comes back."""
+        ...
+
     async def stop(self) -> None: ...
 
 

@@ -54,6 +54,9 @@ STRAY_SCAN_INTERVAL = 10.0
 STRAY_SCAN_TIMEOUT = 30.0
 """A backend listing that takes longer is abandoned for this tick."""
 
+REVIVE_INTERVAL = 1.0
+"""Seconds between two attempts to restart a dead HAProxy (by each service loop)."""
+
 OUT_OF_ROTATION = frozenset({"drain", "maint"})
 """HAProxy server states that take no new requests (see :class:`skylift.lb.stats.ServerState`)."""
 
@@ -79,6 +82,7 @@ class Tracked:
     drain_deadline: float | None = None  # when a drain is cut short; kept across retries
     task: asyncio.Task[None] | None = None  # the retire step running now, if any
     failures: int = 0  # retire attempts that raised, for the event and back-off of noise
+    last_error: str = ""  # the last failed step and its error, so a repeat is not re-said
 
     @property
     def retiring(self) -> bool:
@@ -118,6 +122,7 @@ class ServiceLoop:
         self._retiring: set[asyncio.Task[None]] = set()
         self._strays: dict[str, asyncio.Task[None]] = {}  # HAProxy server name -> removal
         self._next_scan = 0.0
+        self._next_revive = 0.0
         self._http = httpx.AsyncClient(timeout=spec.health.timeout, trust_env=False)
         self._probe = probe or self._answers_health
         self.balancer_ok = True
@@ -327,6 +332,8 @@ class ServiceLoop:
         try:
             statuses = await self.balancer.status(self.name)
         except Exception as exc:  # HAProxy unreachable: keep replicas, decide nothing on health
+            if await self._revive_balancer(exc):
+                return await self._balancer_status()
             if self.balancer_ok:
                 self.recorder.event(
                     "balancer_unreachable",
@@ -341,6 +348,32 @@ class ServiceLoop:
             self.recorder.event("balancer_reachable", "HAProxy answers again", service=self.name)
         self.balancer_ok = True
         return statuses
+
+    async def _revive_balancer(self, cause: Exception) -> bool:
+        """HAProxy died (master killed, OOM): start it again with every known member."""
+        now = self.clock()
+        if now < self._next_revive:
+            return False
+        self._next_revive = now + REVIVE_INTERVAL
+        try:
+            revived = await self.balancer.revive()
+        except Exception as exc:  # cannot start it: said once per try, tried again later
+            self.recorder.event(
+                "balancer_revive_failed",
+                f"HAProxy is down ({cause}) and could not be started again: {exc}",
+                service=self.name,
+                level="error",
+                error=str(exc),
+            )
+            return False
+        if revived:
+            self.recorder.event(
+                "balancer_revived",
+                f"HAProxy was not running ({cause}); started it again with the known replicas",
+                service=self.name,
+                level="warning",
+            )
+        return revived
 
     async def _check(
         self, tracked: Tracked, statuses: Mapping[str, Any] | None, now: float
@@ -618,6 +651,9 @@ class ServiceLoop:
         except Exception as exc:  # recorded, and retried by the next tick: never forgotten
             tracked.failures += 1
             log.warning("retire_step_failed", replica=replica.id, step=step, error=str(exc))
+            said, tracked.last_error = tracked.last_error, f"{step}: {exc}"
+            if said == tracked.last_error and tracked.failures & (tracked.failures - 1):
+                return  # the same failure again: said at attempts 1, 2, 4, 8 ... only
             self.recorder.event(
                 "replica_retire_failed",
                 f"{replica.id}: {step} failed ({exc}); retrying next tick "

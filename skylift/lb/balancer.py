@@ -214,6 +214,22 @@ class HAProxyBalancer:
             state = await self.runtime.show_servers_state()
             await self.process.reload(render_config(self._spec()), before=state)
 
+    async def revive(self) -> bool:
+        """Start HAProxy again, with the membership skylift knows, if its master died.
+
+        Returns True when it had to be started, False when one still runs here
+        (its stats socket may just be slow or gone: nothing to start then).
+        Servers start from the rendered config; runtime states (held, drained)
+        are re-applied by the controller's next tick.
+        """
+        async with self._lock:
+            if not self._services or await self.process.running_pid() is not None:
+                return False
+            adopted = await self.process.start(render_config(self._spec()))
+        if not adopted:
+            log.warning("haproxy.revived", members=sum(len(m) for m in self._members.values()))
+        return not adopted
+
     async def stop(self) -> None:
         """Stop HAProxy (``skylift down``): in-flight requests finish first."""
         async with self._lock:

@@ -35,6 +35,7 @@ class FakeBalancer:
     servers: dict[str, dict[str, FakeServer]] = field(default_factory=dict)
     calls: list[tuple[str, str]] = field(default_factory=list)
     unreachable: bool = False
+    dead: bool = False  # unreachable because it died: revive() restarts it
     auto_up: bool = True
     failing: dict[str, int] = field(default_factory=dict)  # verb -> how many calls raise
 
@@ -82,6 +83,15 @@ class FakeBalancer:
         if self.unreachable:
             raise ConnectionError("stats socket unavailable")
         return dict(self.servers.get(service, {}))
+
+    async def revive(self) -> bool:
+        """A dead fake (``unreachable`` and ``dead``) comes back empty, like a new HAProxy."""
+        if not self.dead:
+            return False
+        self.calls.append(("revive", "*"))
+        self.dead = self.unreachable = False
+        self.servers = {name: {} for name in self.servers}
+        return True
 
     async def stop(self) -> None:
         self.calls.append(("stop", "*"))

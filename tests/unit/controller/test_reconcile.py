@@ -68,7 +68,8 @@ async def test_an_unhealthy_replica_whose_removal_fails_is_still_replaced_and_st
     balancer.servers["web"][sick].state = "down"
     balancer.failing["remove"] = 3
     await tick(loop, clock, 6)
-    assert failed_steps(store) == ["remove"] * 3
+    assert failed_steps(store) == ["remove"] * 2  # the third, same failure is not re-said
+    assert [c for c in balancer.calls if c == ("remove", sick)] == [("remove", sick)] * 4
     assert sick not in backend.running
     assert loop.count(ReplicaState.READY) == 2
 
@@ -288,3 +289,29 @@ async def test_the_probe_accepts_204_and_refuses_301() -> None:
         seen.append(await loop._answers_health(Replica("r", "web", "127.0.0.1", 1)))
         await loop.close()
     assert seen == [True, False]
+
+
+async def test_a_repeated_failure_is_recorded_sparsely_but_retried_every_tick() -> None:
+    loop, backend, balancer, store, clock = make_loop(desired=1)
+    await tick(loop, clock, 3)
+    balancer.failing["drain"] = 9
+    loop.desired = 0
+    await tick(loop, clock, 12)
+    assert backend.running == {}
+    drains = [c for c in balancer.calls if c[0] == "drain"]
+    assert len(drains) == 10  # tried on every tick
+    attempts = [
+        e["data"]["attempt"] for e in store.events_list if e["kind"] == "replica_retire_failed"
+    ]
+    assert attempts == [1, 2, 4, 8]
+
+
+async def test_a_dead_balancer_is_revived_and_its_members_restored() -> None:
+    loop, backend, balancer, store, clock = make_loop(desired=2)
+    await tick(loop, clock, 3)
+    balancer.unreachable = balancer.dead = True
+    await tick(loop, clock)
+    assert ("revive", "*") in balancer.calls
+    assert "balancer_revived" in store.kinds()
+    assert set(balancer.servers["web"]) == set(backend.running)
+    assert ("stop",) not in {c[:1] for c in backend.calls}  # nobody was replaced

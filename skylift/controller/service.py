@@ -635,7 +635,8 @@ class ServiceLoop:
                     if tracked.drain_deadline is None:
                         tracked.drain_deadline = self.clock() + self.spec.drain_timeout
                     await self.balancer.drain(self.name, replica.id)
-                    await self._wait_drained(replica, tracked.drain_deadline)
+                    if self.clock() < tracked.drain_deadline:  # a retry past it: remove now
+                        await self._wait_drained(replica, tracked.drain_deadline)
                 step = "remove"
                 await self.balancer.remove(self.name, replica.id)
                 tracked.in_balancer = False

@@ -123,6 +123,7 @@ class ServiceLoop:
         self._strays: dict[str, asyncio.Task[None]] = {}  # HAProxy server name -> removal
         self._next_scan = 0.0
         self._next_revive = 0.0
+        self._gone: set[str] = set()  # stopped since this tick read HAProxy: not strays
         self._http = httpx.AsyncClient(timeout=spec.health.timeout, trust_env=False)
         self._probe = probe or self._answers_health
         self.balancer_ok = True
@@ -238,7 +239,6 @@ class ServiceLoop:
         if replica.state == ReplicaState.HELD:
             return replica
         replica.state = ReplicaState.HELD
-        tracked.since = self.clock()
         self._persist(replica)
         self.recorder.event(
             "replica_held",
@@ -252,13 +252,12 @@ class ServiceLoop:
         return replica
 
     async def release(self, replica_id: str) -> Replica:
-        """Put a held replica back in rotation; a surplus is then scaled in as usual."""
+        """Put a held replica back in rotation; the surplus (its younger replacement) goes."""
         tracked = self._holdable(replica_id)
         replica = tracked.replica
         if replica.state != ReplicaState.HELD:
             return replica
-        replica.state = ReplicaState.READY
-        tracked.since = tracked.ready_at = self.clock()
+        replica.state = ReplicaState.READY  # `since` kept: the replacement is the younger surplus
         self._persist(replica)
         self.recorder.event(
             "replica_released",
@@ -311,6 +310,7 @@ class ServiceLoop:
         """One observe -> act pass; returns a sentence saying what it did and why."""
         now = self.clock()
         notes: list[str] = []
+        self._gone.clear()  # from here on, what we stop is not a stray of this tick's view
         statuses = await self._balancer_status()
         for tracked in list(self.tracked.values()):
             note = await self._check(tracked, statuses, now)
@@ -671,6 +671,7 @@ class ServiceLoop:
         finally:
             tracked.task = None
         replica.state = ReplicaState.STOPPED
+        self._gone.add(replica.id)
         self.tracked.pop(replica.id, None)
         self._reported.pop(replica.id, None)
         self.store.delete_replica(replica.id)
@@ -711,7 +712,7 @@ class ServiceLoop:
         """A server in this service's backend that no replica explains: drain, then delete."""
         notes = []
         for name, server in statuses.items():
-            if name in self.tracked or name in self._strays:
+            if name in self.tracked or name in self._strays or name in self._gone:
                 continue
             self.recorder.event(
                 "haproxy_stray_removed",

@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from skylift.loadgen import constant_plan, run_load_in_thread
+from skylift.loadgen.runner import LoadHandle
 from tests import polling
 from tests.e2e.harness import Deployment, wait_for, web_service
 from tests.faults.reconcile_support import (
@@ -38,13 +39,15 @@ RPS = 20  # steady, well below what two cores serve
 SLOW = "/sleep?ms=9000"  # keeps sessions open on every replica, so drains take a while
 
 
-def steady(d: Deployment, path: str = "/replica", rps: float = RPS, timeout: float = 5.0):  # type: ignore[no-untyped-def]
-    return run_load_in_thread(
-        constant_plan(d.frontend(), path, rps=rps, duration=300, timeout=timeout)
-    )
+def steady(
+    d: Deployment, path: str = "/replica", rps: float = RPS, timeout: float = 5.0
+) -> LoadHandle:
+    """Open-loop load on the web frontend until stopped (duration is only a ceiling)."""
+    plan = constant_plan(d.frontend(), path, rps=rps, duration=300, timeout=timeout)
+    return run_load_in_thread(plan)
 
 
-def started(load) -> None:  # type: ignore[no-untyped-def]
+def started(load: LoadHandle) -> None:
     wait_for(lambda: load.progress and load.progress.sent > 20, 20, "load to start")
 
 

@@ -80,7 +80,7 @@ async def test_drain_keeps_waiting_while_haproxy_stats_fail() -> None:
     busy = sorted(backend.running)[0]
     balancer.servers["web"][busy].sessions = 3
     loop.desired = 1
-    loop._pick_surplus = lambda active, n: [loop.tracked[busy]]  # type: ignore[method-assign]
+    loop._pick_surplus = lambda active, count: [loop.tracked[busy]]  # type: ignore[method-assign]
     await loop.tick()
     await asyncio.sleep(0.05)
     balancer.unreachable = True  # the stats read fails mid-drain
@@ -157,6 +157,7 @@ async def test_held_replica_stays_out_of_rotation_and_is_replaced_until_released
     await loop.release(held)
     await tick(loop, clock, 3)
     assert loop.count(ReplicaState.READY) == 2  # the surplus was drained again
+    assert held in backend.running  # ... and the surplus is the younger replacement
     assert len(backend.running) == 2
     assert {"replica_held", "replica_released"} <= set(store.kinds())
 
@@ -315,3 +316,17 @@ async def test_a_dead_balancer_is_revived_and_its_members_restored() -> None:
     assert "balancer_revived" in store.kinds()
     assert set(balancer.servers["web"]) == set(backend.running)
     assert ("stop",) not in {c[:1] for c in backend.calls}  # nobody was replaced
+
+
+async def test_a_replica_stopped_while_the_tick_runs_is_not_taken_for_a_stray() -> None:
+    loop, backend, balancer, store, clock = make_loop(desired=2)
+    await tick(loop, clock, 3)
+    loop.desired = 1
+    statuses = await balancer.status("web")  # the tick's view, read before the stop
+    await loop.tick()
+    await asyncio.gather(*loop._retiring)
+    loop._gone.clear()
+    gone = next(rid for rid in statuses if rid not in loop.tracked)
+    loop._gone.add(gone)
+    assert loop._remove_stray_servers(statuses) == []
+    assert "haproxy_stray_removed" not in store.kinds()

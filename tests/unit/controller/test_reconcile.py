@@ -330,3 +330,14 @@ async def test_a_replica_stopped_while_the_tick_runs_is_not_taken_for_a_stray() 
     loop._gone.add(gone)
     assert loop._remove_stray_servers(statuses) == []
     assert "haproxy_stray_removed" not in store.kinds()
+
+
+async def test_after_a_restart_the_surplus_is_the_youngest_by_start_time() -> None:
+    loop, backend, balancer, store, clock = make_loop(desired=2)
+    await tick(loop, clock, 3)
+    fresh, _, _, _, clock2 = make_loop(desired=1)
+    fresh.backend, fresh.balancer, fresh.store = backend, balancer, store
+    fresh.adopt(backend.adopt(store.replicas("web")))  # all adopted at the same instant
+    oldest = min(store.replicas("web"), key=lambda r: r.started_at or 0.0).id
+    await tick(fresh, clock2, 3)
+    assert list(backend.running) == [oldest]

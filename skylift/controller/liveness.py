@@ -134,7 +134,9 @@ class Liveness:
 
 
 def _sentence(view: dict[str, Any]) -> str:
-    out = f"{view['loop']} made no progress for {view['seconds_since_progress']}s"
+    out = f"{view['loop']} made no progress"
+    if view.get("seconds_since_progress") is not None:
+        out += f" for {view['seconds_since_progress']}s"
     if view.get("waiting_on"):
         out += f", waiting on {view['waiting_on']}"
     if view.get("dependency_call"):

@@ -243,7 +243,9 @@ class StoreWriter:
             op = _Op(next(self._seq), what, call, key)
             if key is None:
                 self._droppable.append(op)
-                while len(self._droppable) > self.max_pending:
+                # the droppable write in flight counts too: it is requeued if it fails
+                in_flight = self._current is not None and self._current.key is None
+                while self._droppable and len(self._droppable) + in_flight > self.max_pending:
                     lost = self._droppable.popleft()
                     self.dropped += 1
                     self._dropped_unreported += 1
@@ -338,9 +340,7 @@ class StoreWriter:
     def _requeue_locked(self, op: _Op) -> None:
         """Put a failed write back at the front (unless a newer one replaced it)."""
         if op.key is None:
-            self._droppable.appendleft(op)
-            while len(self._droppable) > self.max_pending:  # pragma: no cover - defensive
-                self._droppable.pop()
+            self._droppable.appendleft(op)  # it was counted in flight: still within the bound
         elif op.key not in self._keyed:
             self._keyed = {op.key: op, **self._keyed}
 

@@ -111,11 +111,11 @@ class DockerStatsSource:
         if previous_read is not None and not previous_read[0].done():
             raise SourceError(
                 f"the Docker stats read of service {service} started "
-                f"{self.clock() - previous_read[1]:.0f}s ago has not returned",
+                f"{time.monotonic() - previous_read[1]:.0f}s ago has not returned",
                 "check that dockerd answers (`docker info`)",
             )
         future = self._executor.submit(self._read_all, engine, ready)
-        self._reading[service] = (future, self.clock())
+        self._reading[service] = (future, time.monotonic())
         try:
             readings = await asyncio.wrap_future(future)
         except Exception as exc:  # the Engine is down or refuses: these metrics go missing

@@ -42,7 +42,7 @@ log = structlog.get_logger("skylift.controller")
 MAX_PENDING = 10_000
 """Droppable writes (events, decisions, history) kept while the store is down."""
 RETRY_FIRST = 0.5
-RETRY_MAX = 5.0
+RETRY_MAX = 2.0
 """Back-off between attempts while the store fails (seconds, doubling up to this)."""
 
 TRANSIENT: tuple[type[BaseException], ...] = (

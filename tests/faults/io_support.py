@@ -42,10 +42,11 @@ class PrivateDockerd:
 
 
 def _answers(host: str) -> docker.DockerClient | None:
+    client = docker.DockerClient(base_url=host, timeout=10)
     try:
-        client = docker.DockerClient(base_url=host, timeout=10)
         client.version()
     except (docker.errors.DockerException, requests.exceptions.RequestException):
+        client.close()
         return None
     return client
 
@@ -99,15 +100,19 @@ def private_dockerd() -> Iterator[PrivateDockerd]:
                 raise RuntimeError(f"private dockerd did not answer:\n{tail}")
             time.sleep(0.2)
             client = _answers(host)
-        yield PrivateDockerd(host, proc.pid, client, root)
+        try:
+            yield PrivateDockerd(host, proc.pid, client, root)
+        finally:
+            client.close()
     finally:
         if proc is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGCONT)  # never leave it frozen
+            cleanup = docker.DockerClient(base_url=f"unix://{root}/docker.sock", timeout=30)
             with contextlib.suppress(Exception):  # best effort: the daemon may be gone
-                cleanup = docker.DockerClient(base_url=f"unix://{root}/docker.sock", timeout=30)
                 for summary in cleanup.api.containers(all=True):
                     cleanup.api.remove_container(summary["Id"], force=True, v=True)
+            cleanup.close()
             proc.terminate()
             try:
                 proc.wait(30)

@@ -103,6 +103,12 @@ def test_frozen_dockerd_stalls_only_the_docker_service(
             web_report, dock_report = web_load.result(), dload.result()
             kinds = [e["kind"] for e in d.events("dock")]
             assert "backend_unreachable" in kinds and "backend_reachable" in kinds, kinds
+            web_events = d.events("web")
+            (asked,) = [e["ts"] for e in web_events if e["kind"] == "scaled"]
+            became_ready = [
+                e["ts"] for e in web_events if e["kind"] == "replica_ready" and e["ts"] > asked
+            ]
+            assert len(became_ready) == 2, web_events
             report_figures(
                 "dockerd SIGSTOP",
                 {
@@ -112,6 +118,7 @@ def test_frozen_dockerd_stalls_only_the_docker_service(
                     "dock_sent": dock_report.sent,
                     "dock_failed": dock_report.errors,
                     "web_scaled_to_4_during_fault_s": round(scaled_in, 1),
+                    "web_scale_to_ready_by_events_s": round(max(became_ready) - asked, 1),
                     "livez_named_loop_s": round(named_in, 1),
                     "livez_ok_after_sigcont_s": round(live_again_in, 1),
                     "dock_scaled_to_3_after_sigcont_s": round(recovered_in, 1),

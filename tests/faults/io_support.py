@@ -42,7 +42,8 @@ class PrivateDockerd:
 
 
 def _answers(host: str) -> docker.DockerClient | None:
-    client = docker.DockerClient(base_url=host, timeout=10)
+    # a fixed API version: the constructor makes no call (so nothing leaks when it fails)
+    client = docker.DockerClient(base_url=host, timeout=10, version="1.41")
     try:
         client.version()
     except (docker.errors.DockerException, requests.exceptions.RequestException):

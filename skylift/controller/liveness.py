@@ -80,12 +80,13 @@ class Liveness:
     def waiting(self, name: str, what: str) -> Iterator[None]:
         """Mark the loop as waiting on ``what`` while the block runs."""
         beat = self.register(name)
-        if beat.waiting_on is None:
+        mine = beat.waiting_on is None  # else a failure being retried keeps its first time
+        if mine:
             beat.waiting_on, beat.waiting_since = what, self.clock()
         try:
             yield
         finally:
-            if beat.waiting_on == what:
+            if mine and beat.waiting_on == what:
                 beat.waiting_on = beat.waiting_since = None
 
     def check(self) -> tuple[bool, dict[str, Any]]:

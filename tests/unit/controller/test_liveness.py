@@ -33,6 +33,8 @@ def test_a_loop_without_progress_is_named_with_what_it_waits_on() -> None:
     for t in range(102, 115):
         clock.now = float(t)
         liveness.ok("service loop 'web'")  # the process service keeps ticking
+        with liveness.waiting("service loop 'dock'", "the Docker Engine"):  # each retry
+            pass
         liveness.failing("service loop 'dock'", "the Docker Engine", "no answer within 5s")
     live, body = liveness.check()
     assert not live

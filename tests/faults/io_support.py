@@ -42,6 +42,8 @@ class PrivateDockerd:
 
 
 def _answers(host: str) -> docker.DockerClient | None:
+    if not Path(host.removeprefix("unix://")).exists():
+        return None  # a failed connect to a missing socket leaks it inside urllib3
     # a fixed API version: the constructor makes no call (so nothing leaks when it fails)
     client = docker.DockerClient(base_url=host, timeout=10, version="1.41")
     try:

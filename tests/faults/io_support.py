@@ -111,7 +111,9 @@ def private_dockerd() -> Iterator[PrivateDockerd]:
         if proc is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGCONT)  # never leave it frozen
-            cleanup = docker.DockerClient(base_url=f"unix://{root}/docker.sock", timeout=30)
+            cleanup = docker.DockerClient(
+                base_url=f"unix://{root}/docker.sock", timeout=30, version="1.41"
+            )  # a fixed version: the constructor makes no call that could raise here
             with contextlib.suppress(Exception):  # best effort: the daemon may be gone
                 for summary in cleanup.api.containers(all=True):
                     cleanup.api.remove_container(summary["Id"], force=True, v=True)

@@ -209,4 +209,5 @@ async def _serve_locked(loaded: LoadedConfig, store: Store, pid_file: os.PathLik
         await cleanup.aclose()
         server.should_exit = True
         await asyncio.gather(api_task, return_exceptions=True)
+        await controller.close()  # queued store writes land (bounded) before the lock goes
     return 0

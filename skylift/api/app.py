@@ -23,11 +23,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from skylift.controller.core import Controller, UnknownService
 from skylift.controller.history import NotAutoscaled
 from skylift.controller.service import NotHoldable, UnknownReplica
+from skylift.controller.reads import StoreReader, StoreUnavailable
+from skylift.controller.writer import StoreWriter
 from skylift.engine.schedule import Event
 from skylift.model import ReplicaState
 from skylift.store.history import ScalingEventExists
 
 OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz"})
+FLUSH_BEFORE_READ = 1.0
+"""Seconds a listing waits for queued writes, so `scale` then `events` shows the scale."""
 
 
 def create_app(
@@ -37,9 +41,12 @@ def create_app(
 ) -> Starlette:
     """Build the API; ``request_shutdown(stop_data_plane)`` ends the controller."""
 
+    reader = StoreReader()
+
     async def livez(_: Request) -> Response:
-        live = controller.live()
-        return JSONResponse({"live": live}, status_code=200 if live else 503)
+        """200 while every loop makes progress; else 503 naming the stuck ones and why."""
+        live, body = controller.liveness_report()
+        return JSONResponse(body, status_code=200 if live else 503)
 
     async def readyz(_: Request) -> Response:
         ready = controller.started
@@ -63,7 +70,10 @@ def create_app(
             except ValueError:
                 return JSONResponse({"error": "limit must be an integer"}, status_code=400)
             read = controller.store.decisions if kind == "decisions" else controller.store.events
-            rows = read(service=service, limit=limit)
+            try:
+                rows = await reader.call(_after_flush, controller.writer, read, service, limit)
+            except StoreUnavailable as exc:
+                return JSONResponse({"error": str(exc)}, status_code=503)
             return JSONResponse({kind: [_event_dict(r) for r in rows]})
 
         return handler
@@ -102,7 +112,8 @@ def create_app(
             return JSONResponse({"error": f"no service named {name!r}"}, status_code=404)
         try:
             if request.method == "GET":
-                return JSONResponse({"service": name, "events": controller.history.events(name)})
+                listed = await reader.call(controller.history.events, name)
+                return JSONResponse({"service": name, "events": listed})
             if request.method == "DELETE":
                 event = request.path_params.get("event") or request.query_params.get("name")
                 if not event:
@@ -126,6 +137,8 @@ def create_app(
             )
         except ScalingEventExists as exc:
             return JSONResponse({"error": str(exc)}, status_code=409)
+        except StoreUnavailable as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503)
 
     async def replica_hold(request: Request) -> Response:
         """POST .../replicas/{replica}/hold or /release: an operator's MAINT, persisted."""
@@ -212,6 +225,14 @@ class _RequireToken:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def _after_flush(
+    writer: StoreWriter, read: Callable[..., list[Any]], service: str | None, limit: int
+) -> list[Any]:
+    """Let queued writes land first (briefly), then read: runs in a reader thread."""
+    writer.flush(FLUSH_BEFORE_READ)
+    return read(service=service, limit=limit)
 
 
 def _event_dict(record: Any) -> dict[str, Any]:

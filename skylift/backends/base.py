@@ -68,3 +68,21 @@ class Backend(Protocol):
     def log_path(self, replica: Replica) -> Path:
         """Where the replica's stdout and stderr go."""
         ...
+
+
+@runtime_checkable
+class Refreshable(Protocol):
+    """A backend whose checks answer from a cached view of what runs (docker, swarm).
+
+    ``is_alive``/``exit_code`` must never wait on a remote daemon; such a backend
+    re-reads what runs once per tick in :meth:`refresh` (off the event loop, with a
+    timeout), so a hung daemon stalls only the loop of the services that use it.
+    """
+
+    async def refresh(self) -> None:
+        """Re-read what runs; raise :class:`BackendError` when the daemon does not answer."""
+        ...
+
+    def dependency(self) -> str:
+        """What ``refresh`` waits on, for ``/livez`` and events ("the Docker Engine ...")."""
+        ...

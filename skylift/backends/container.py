@@ -5,18 +5,30 @@ labels, so deaths are pushed for both).
 
 Both run replicas through the same Docker Engine API; only what a replica *is*
 differs (a container, or a one-task Swarm service).
+
+No Engine call runs on the event loop, and none piles up: calls run in this
+backend's own small thread pool (a hung dockerd cannot starve the threads the
+rest of the controller uses), each bounded by the client's ``API_TIMEOUT``.
+``is_alive``/``exit_code`` answer from a snapshot of what runs, re-read once per
+tick by :meth:`EngineBackend.refresh` (one list call, single-flight, at most
+``REFRESH_TIMEOUT`` of waiting), so a frozen dockerd stalls only the loops of
+the services that use it, and ``/livez`` can say which call it hangs in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
+import itertools
+import os
 import shlex
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 import docker
 import docker.errors
@@ -32,7 +44,18 @@ if TYPE_CHECKING:
 LABEL_PROJECT = "skylift.project"
 LABEL_SERVICE = "skylift.service"
 LABEL_REPLICA = "skylift.replica"
-API_TIMEOUT = 30.0  # seconds for one Engine API call (stop adds its grace on top)
+API_TIMEOUT = 10.0  # seconds for one Engine API call (stop adds its grace on top)
+REFRESH_TIMEOUT = 5.0
+"""Seconds a tick waits for the list of what runs before its loop skips the tick."""
+SNAPSHOT_REREAD = 1.0
+"""A check on a snapshot older than this starts a new list in the background."""
+SNAPSHOT_STALE = 30.0
+"""A snapshot older than this is not trusted: checks answer "alive" (unknown) instead."""
+ENGINE_WORKERS = 4
+"""Threads per backend for Engine calls (start, stop, list, events)."""
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def default_client() -> DockerClient:
@@ -101,7 +124,15 @@ class EventStream:
     async def aclose(self) -> None:
         """Close the stream; the reader thread ends with it."""
         with contextlib.suppress(Exception):  # already broken: nothing left to close
-            await asyncio.to_thread(self._raw.close)
+            await asyncio.wait_for(asyncio.to_thread(self._raw.close), API_TIMEOUT)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the Engine listed for one service, and when the list was asked for."""
+
+    taken: float  # monotonic, when the request was sent
+    objects: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # id -> summary
 
 
 class EngineBackend:
@@ -123,6 +154,15 @@ class EngineBackend:
         self._client_lock = threading.Lock()
         self._known: dict[str, Replica] = {}  # started or adopted, not yet stopped
         self._exit_codes: dict[str, int] = {}  # last exit code seen per replica id
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=ENGINE_WORKERS, thread_name_prefix=f"engine-{service_name}"
+        )
+        self._calls = itertools.count()
+        self._inflight: dict[int, tuple[str, float]] = {}  # call -> (what, since)
+        self._inflight_lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+        self._refreshing: concurrent.futures.Future[Snapshot] | None = None
+        self._since: dict[str, float] = {}  # replica id -> monotonic time it became known
 
     @property
     def client(self) -> DockerClient:
@@ -150,6 +190,95 @@ class EngineBackend:
             client, self._client = self._client, None
         if client is not None:
             client.close()
+
+    # -- Engine calls off the event loop ----------------------------------------------
+
+    def _tracked(self, what: str, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn`` (in a pool thread) while ``waits()`` reports it in flight."""
+        call = next(self._calls)
+        with self._inflight_lock:
+            self._inflight[call] = (what, time.monotonic())
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with self._inflight_lock:
+                self._inflight.pop(call, None)
+
+    async def _call(self, what: str, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A blocking Engine call in this backend's own threads."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, functools.partial(self._tracked, what, fn, *args, **kwargs)
+        )
+
+    def waits(self) -> list[tuple[str, float]]:
+        """Engine calls in flight as ``(what, since)``: ``/livez`` names the one it hangs in."""
+        with self._inflight_lock:
+            calls = list(self._inflight.values())
+        return [(f"Docker Engine call {what!r}", since) for what, since in calls]
+
+    def dependency(self) -> str:
+        host = os.environ.get("DOCKER_HOST")
+        return "the Docker Engine" + (f" at {host}" if host else "") + " (list of what runs)"
+
+    async def refresh(self) -> None:
+        """Re-read what runs (one list, shared by concurrent callers) within
+        ``REFRESH_TIMEOUT``; :class:`BackendError` when the Engine does not answer."""
+        future = self._start_refresh()
+        try:
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), REFRESH_TIMEOUT)
+        except TimeoutError:
+            raise BackendError(
+                f"the Docker Engine did not list {self.service_name!r}'s replicas within "
+                f"{REFRESH_TIMEOUT:g}s (dockerd hung or overloaded)"
+            ) from None
+        except BackendError:
+            raise
+        except Exception as exc:  # the SDK's errors, connection refused: one clear type
+            raise BackendError(f"cannot reach the Docker Engine: {exc}") from exc
+
+    def _start_refresh(self) -> concurrent.futures.Future[Snapshot]:
+        """The list in flight, or a new one: never two at once (no pile-up on a hung daemon)."""
+        with self._inflight_lock:
+            future = self._refreshing
+            if future is None or future.done():
+                future = self._refreshing = self._executor.submit(
+                    self._tracked, "list", self._take_snapshot
+                )
+            return future
+
+    def _take_snapshot(self) -> Snapshot:
+        taken = time.monotonic()
+        snapshot = Snapshot(taken, self._list_objects())
+        self._snapshot = snapshot
+        return snapshot
+
+    def _list_objects(self) -> Mapping[str, Mapping[str, Any]]:
+        """Summaries of this service's objects by id (one list call; per backend)."""
+        raise NotImplementedError
+
+    def _view(self, object_id: str, replica_id: str) -> Mapping[str, Any] | bool | None:
+        """The snapshot's summary of ``object_id``; ``True`` when the snapshot cannot
+        tell (none yet, too old, or taken before the replica became known: then a list
+        is started in the background), ``None`` when it is provably gone."""
+        snapshot = self._snapshot
+        age = None if snapshot is None else time.monotonic() - snapshot.taken
+        if age is None or age > SNAPSHOT_REREAD:
+            self._start_refresh()  # in the background: this check answers from what it has
+        if snapshot is None or age is None or age > SNAPSHOT_STALE:
+            return True
+        found = snapshot.objects.get(object_id)
+        if found is None and self._since.get(replica_id, 0.0) >= snapshot.taken:
+            return True  # started (or adopted) after the list was asked for
+        return found
+
+    def _became_known(self, replica: Replica) -> None:
+        self._known[replica.id] = replica
+        self._since[replica.id] = time.monotonic()
+
+    def _forget(self, replica_id: str) -> None:
+        self._known.pop(replica_id, None)
+        self._since.pop(replica_id, None)
 
     def _labels(self, replica_id: str) -> dict[str, str]:
         return {
@@ -188,8 +317,9 @@ class EngineBackend:
             "event": ["die", "health_status"],
             "label": [f"{LABEL_PROJECT}={self.project}", f"{LABEL_SERVICE}={self.service_name}"],
         }
-        stream = await asyncio.to_thread(
-            self.client.api.events, since=int(time.time()), decode=True, filters=filters
+        stream = await self._call(
+            "events",
+            lambda: self.client.api.events(since=int(time.time()), decode=True, filters=filters),
         )
         return EventStream(stream, self._event_from, self.service_name)
 

@@ -14,13 +14,14 @@ alive once Docker reports it ``unhealthy``, so the controller replaces it as it
 would a crashed replica (Docker alone never restarts an unhealthy container).
 ``health()`` exposes the raw status. See docs/docker.md.
 
-The Docker SDK is synchronous: ``start``/``stop`` run it in worker threads;
-``is_alive``/``exit_code``/``adopt`` make one local API round trip each.
+The Docker SDK is synchronous: ``start``/``stop`` run it in the backend's own
+worker threads; ``is_alive``/``exit_code`` answer from the list of this
+service's containers that :meth:`refresh` reads once per tick (see
+``backends/container.py``), never with a call of their own on the event loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import math
@@ -60,6 +61,7 @@ _POLL = 0.05
 _LOG_TAIL = 20  # log lines quoted when a container exits right at start
 _REPLICA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _FRACTION = re.compile(r"(\.\d{1,6})\d*")
+_EXITED = re.compile(r"^Exited \((-?\d+)\)")
 # the Engine cannot be asked right now (daemon down or restarting, socket gone)
 _UNREACHABLE = (docker.errors.DockerException, requests.exceptions.RequestException, BackendError)
 
@@ -96,8 +98,8 @@ class DockerBackend(EngineBackend):
             )
         if replica_id in self._known:
             raise ValueError(f"replica {replica_id!r} is already running")
-        replica = await asyncio.to_thread(self._start_sync, replica_id)
-        self._known[replica_id] = replica
+        replica = await self._call("create and start container", self._start_sync, replica_id)
+        self._became_known(replica)
         return replica
 
     async def stop(self, replica: Replica, grace: float) -> int | None:
@@ -108,39 +110,40 @@ class DockerBackend(EngineBackend):
         not this service's (never stopped) or was already removed.
         """
         try:
-            return await asyncio.to_thread(self._stop_sync, replica, grace)
+            return await self._call("stop and remove container", self._stop_sync, replica, grace)
         finally:
-            self._known.pop(replica.id, None)
+            self._forget(replica.id)
 
     def is_alive(self, replica: Replica) -> bool:
-        """Running and not reported ``unhealthy`` by its own HEALTHCHECK.
+        """Running and not reported ``unhealthy`` by its own HEALTHCHECK, as of the last
+        list of this service's containers (no Engine call here).
 
-        When the Engine cannot be asked (daemon restarting), the answer is
-        True: an unknown state must not make the controller replace everything.
+        When the list cannot tell (the Engine did not answer, or the replica is newer
+        than the list), the answer is True: an unknown state must not make the
+        controller replace everything.
         """
-        try:
-            attrs = self._inspect(replica)
-        except _UNREACHABLE:
+        view = self._container_view(replica)
+        if view is True:
             return True
-        if attrs is None:
+        if view is None or view is False:
             return False
-        state = attrs["State"]
-        if not state.get("Running"):
-            self._exit_codes[replica.id] = int(state.get("ExitCode", 0))
+        if view.get("State") != "running":
+            code = _exit_from_status(str(view.get("Status", "")))
+            if code is not None:
+                self._exit_codes[replica.id] = code
             return False
-        return _health(attrs) != "unhealthy"
+        return "(unhealthy)" not in str(view.get("Status", ""))
 
     def exit_code(self, replica: Replica) -> int | None:
-        """``State.ExitCode`` of an exited container (``None`` while it runs or when unknown)."""
-        try:
-            attrs = self._inspect(replica)
-        except _UNREACHABLE:
-            attrs = None
-        if attrs is not None and not attrs["State"].get("Running"):
-            code = int(attrs["State"].get("ExitCode", 0))
-            self._exit_codes[replica.id] = code
-            return code
-        return self._exit_codes.get(replica.id) if attrs is None else None
+        """Exit code of an exited container (``None`` while it runs or when unknown)."""
+        view = self._container_view(replica)
+        if isinstance(view, Mapping) and view.get("State") == "running":
+            return None
+        if isinstance(view, Mapping):
+            code = _exit_from_status(str(view.get("Status", "")))
+            if code is not None:
+                self._exit_codes[replica.id] = code
+        return self._exit_codes.get(replica.id)
 
     def adopt(self, records: Sequence[Replica]) -> list[Replica]:
         """Records whose container still runs with the same id, creation time and labels.
@@ -161,7 +164,7 @@ class DockerBackend(EngineBackend):
             port = _host_port(attrs, self._config.port)
             if port is not None:
                 replica.port = port
-            self._known[record.id] = replica
+            self._became_known(replica)
             adopted.append(replica)
         return adopted
 
@@ -309,6 +312,33 @@ class DockerBackend(EngineBackend):
             raise BackendError(f"cannot stop container of {replica.id}: {_explain(exc)}") from exc
         return code
 
+    def _list_objects(self) -> Mapping[str, Mapping[str, Any]]:
+        """One ``GET /containers/json?all=1`` for this service's labels."""
+        found = self.client.api.containers(
+            all=True,
+            filters={
+                "label": [f"{LABEL_PROJECT}={self.project}", f"{LABEL_SERVICE}={self.service_name}"]
+            },
+        )
+        return {str(summary["Id"]): summary for summary in found}
+
+    def _container_view(self, replica: Replica) -> Mapping[str, Any] | bool | None:
+        """The listed summary of this replica's container (see ``EngineBackend._view``);
+        ``False`` when the listed container carries another replica's labels."""
+        container_id = replica.handle.get("container_id")
+        if not container_id:
+            return None
+        view = self._view(container_id, replica.id)
+        if not isinstance(view, Mapping):
+            return view
+        labels = view.get("Labels") or {}
+        mine = (
+            labels.get(LABEL_PROJECT) == self.project
+            and labels.get(LABEL_SERVICE) == self.service_name
+            and labels.get(LABEL_REPLICA) == replica.id
+        )
+        return view if mine else False
+
     def _inspect(self, replica: Replica) -> dict[str, Any] | None:
         container_id = replica.handle.get("container_id")
         if not container_id:
@@ -365,6 +395,12 @@ class DockerBackend(EngineBackend):
                 "log": str(attrs.get("LogPath") or ""),
             },
         )
+
+
+def _exit_from_status(status: str) -> int | None:
+    """The exit code in a container list's ``Status`` ("Exited (137) 3 seconds ago")."""
+    match = _EXITED.match(status)
+    return int(match.group(1)) if match else None
 
 
 def _health(attrs: Mapping[str, Any]) -> Health | None:

@@ -35,7 +35,8 @@ if TYPE_CHECKING:  # config pulls in the whole model tree; the backend only read
 # new controller can differ by up to a second after a clock step, so allow that.
 # A reused PID would also need to have been started within this second.
 START_TIME_TOLERANCE = 1.0
-_POLL = 0.05  # seconds between checks while waiting for a process group to exit
+_POLL = 0.05  # seconds between checks while waiting for a process group to exit ...
+_POLL_MAX = 0.5  # ... growing to this
 _KILL_WAIT = 5.0  # after SIGKILL, how long to wait for the kernel to clean up
 _REPLICA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -274,9 +275,13 @@ def _group_alive(pgid: int) -> bool:
 
 
 async def _wait_group_gone(pgid: int, within: float) -> bool:
+    """Poll with a growing interval; the process-table walk runs in a worker thread
+    (it reads every /proc entry: on the event loop, every 50 ms, it stalled all loops)."""
     deadline = time.monotonic() + within
-    while _group_alive(pgid):
+    delay = _POLL
+    while await asyncio.to_thread(_group_alive, pgid):
         if time.monotonic() >= deadline:
             return False
-        await asyncio.sleep(_POLL)
+        await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(_POLL_MAX, delay * 2)
     return True

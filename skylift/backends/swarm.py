@@ -27,13 +27,14 @@ adopts only services whose labels, id and creation time match its records.
 Single-node only: the published port is reached on 127.0.0.1, so the task
 must run on this node (the controller's node, a Swarm manager).
 
-The Docker SDK is synchronous: ``start``/``stop`` run it in worker threads;
-``is_alive``/``exit_code``/``adopt`` make a few local API round trips each.
+The Docker SDK is synchronous: ``start``/``stop`` run it in the backend's own
+worker threads; ``is_alive``/``exit_code`` answer from the tasks and containers
+that :meth:`refresh` lists once per tick (two list calls), never with a call of
+their own on the event loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import math
@@ -132,8 +133,8 @@ class SwarmBackend(EngineBackend):
             )
         if replica_id in self._known:
             raise ValueError(f"replica {replica_id!r} is already running")
-        replica = await asyncio.to_thread(self._start_sync, replica_id)
-        self._known[replica_id] = replica
+        replica = await self._call("create Swarm service", self._start_sync, replica_id)
+        self._became_known(replica)
         return replica
 
     async def stop(self, replica: Replica, grace: float) -> int | None:
@@ -144,35 +145,38 @@ class SwarmBackend(EngineBackend):
         was already removed with no exit code seen.
         """
         try:
-            return await asyncio.to_thread(self._stop_sync, replica, grace)
+            return await self._call(
+                "stop and remove Swarm service", self._stop_sync, replica, grace
+            )
         finally:
-            self._known.pop(replica.id, None)
+            self._forget(replica.id)
 
     def is_alive(self, replica: Replica) -> bool:
         """The service's task is starting or running and its container is not ``unhealthy``.
 
-        When the Engine cannot be asked (daemon restarting), the answer is
-        True: an unknown state must not make the controller replace everything.
+        Answered from the last lists of tasks and containers (no Engine call
+        here); when they cannot tell (the Engine did not answer, or the replica
+        is newer than the lists), the answer is True: an unknown state must not
+        make the controller replace everything.
         """
-        try:
-            task = self._task(replica)
-            if task is None:
-                return False
-            if _task_state(task) not in _LIVE_STATES:
-                self._note_exit(replica, task)
-                return False
-            attrs = self._container(replica, task)
-        except _UNREACHABLE:
+        task = self._task_view(replica)
+        if task is True:
             return True
-        return attrs is None or _health(attrs) != "unhealthy"
+        if not isinstance(task, Mapping):
+            return False
+        if _task_state(task) not in _LIVE_STATES:
+            self._note_exit(replica, task)
+            return False
+        container_id = _container_id(task) or replica.handle.get("container_id", "")
+        container = self._view(container_id, replica.id) if container_id else True
+        if not isinstance(container, Mapping):
+            return True  # not listed yet (the task is still preparing) or unknown
+        return "(unhealthy)" not in str(container.get("Status", ""))
 
     def exit_code(self, replica: Replica) -> int | None:
         """Exit code of the task's container once the task ended (``None`` before)."""
-        try:
-            task = self._task(replica)
-        except _UNREACHABLE:
-            task = None
-        if task is not None:
+        task = self._task_view(replica)
+        if isinstance(task, Mapping):
             if _task_state(task) in _LIVE_STATES:
                 return None
             self._note_exit(replica, task)
@@ -197,7 +201,7 @@ class SwarmBackend(EngineBackend):
             replica = dataclasses.replace(record, port=found.port, handle=dict(found.handle))
             if found.pid is not None:
                 replica.pid = found.pid
-            self._known[record.id] = replica
+            self._became_known(replica)
             adopted.append(replica)
         return adopted
 
@@ -423,6 +427,32 @@ class SwarmBackend(EngineBackend):
             except docker.errors.NotFound:
                 return
             time.sleep(_POLL)
+
+    def _list_objects(self) -> Mapping[str, Mapping[str, Any]]:
+        """Tasks of the known replicas' services and this service's containers, by id
+        (two list calls)."""
+        service_ids = [
+            sid for r in list(self._known.values()) if (sid := r.handle.get("service_id"))
+        ]
+        objects: dict[str, Mapping[str, Any]] = {}
+        if service_ids:
+            for task in self._api.tasks(filters={"service": service_ids}):
+                objects[str(task["ID"])] = task
+        labels = [f"{LABEL_PROJECT}={self.project}", f"{LABEL_SERVICE}={self.service_name}"]
+        for summary in self._api.containers(all=True, filters={"label": labels}):
+            objects[str(summary["Id"])] = summary
+        return objects
+
+    def _task_view(self, replica: Replica) -> Mapping[str, Any] | bool | None:
+        """The listed task of this replica (see ``EngineBackend._view``); ``None`` when
+        gone or no longer the recorded service's."""
+        task_id = replica.handle.get("task_id")
+        if not task_id:
+            return None
+        view = self._view(task_id, replica.id)
+        if isinstance(view, Mapping) and view.get("ServiceID") != replica.handle.get("service_id"):
+            return None
+        return view
 
     def _task(self, replica: Replica) -> dict[str, Any] | None:
         """The replica's task, when it still exists and belongs to the recorded service."""

@@ -14,14 +14,17 @@ from typing import Any
 
 import structlog
 
+from skylift.backends.base import BackendError, Refreshable
 from skylift.config import LoadedConfig
 from skylift.controller.autoscaler import Autoscaler, reason_label
 from skylift.controller.budget import ceiling_of
 from skylift.controller.history import HistoryKeeper
+from skylift.controller.liveness import Liveness, ReportsWaits
 from skylift.controller.protocols import Backend, Balancer, EventSource
 from skylift.controller.recorder import ControllerMetrics, Recorder
 from skylift.controller.service import ServiceLoop
 from skylift.controller.watch import watch_events
+from skylift.controller.writer import StoreWriter
 from skylift.metrics import Collector
 from skylift.model import Replica, ReplicaState
 from skylift.store import Store
@@ -29,6 +32,8 @@ from skylift.store import Store
 log = structlog.get_logger("skylift.controller")
 
 MAX_ERROR_BACKOFF = 30.0
+WRITER_CLOSE_TIMEOUT = 10.0
+"""Seconds the controller waits at exit for queued store writes to land."""
 
 
 class UnknownService(KeyError):
@@ -53,7 +58,9 @@ class Controller:
         self.store = store
         self.balancer = balancer
         self.metrics = ControllerMetrics()
-        self.recorder = Recorder(store, self.metrics)
+        # every store write goes through the writer's thread, never the event loop
+        self.writer = StoreWriter(store, registry=self.metrics.registry)
+        self.recorder = Recorder(self.writer, self.metrics)
         self.clock = clock
         self.loops: dict[str, ServiceLoop] = {}
         self.last_tick: dict[str, float] = {}
@@ -71,7 +78,9 @@ class Controller:
             for name, svc in self.config.services.items()
             if svc.autoscale is not None
         }
-        self.history = HistoryKeeper(store, self.autoscalers, self.recorder)
+        self.history = HistoryKeeper(store, self.autoscalers, self.recorder, writer=self.writer)
+        self.liveness = self._make_liveness()
+        self._unreachable: dict[str, str] = {}  # service -> error of its backend's refresh
 
     # -- start-up ---------------------------------------------------------
 
@@ -80,12 +89,13 @@ class Controller:
         adopted: dict[str, list[Any]] = {}
         for name, spec in self.config.services.items():
             backend = self.backends[name]
-            records = self.store.replicas(service=name)
-            alive = backend.adopt(records)
+            # store and backend calls leave the event loop (the API already serves)
+            records = await asyncio.to_thread(self.store.replicas, service=name)
+            alive = await asyncio.to_thread(backend.adopt, records)
             alive_ids = {r.id for r in alive}
             for record in records:
                 if record.id not in alive_ids:
-                    self.store.delete_replica(record.id)
+                    self.writer.delete_replica(record.id)
                     self.recorder.event(
                         "replica_lost",
                         f"{record.id} (pid {record.pid}) is gone since the last controller "
@@ -100,16 +110,16 @@ class Controller:
                 spec,
                 backend,
                 self.balancer,
-                self.store,
+                self.writer,
                 self.recorder,
-                desired=self._initial_desired(name),
+                desired=await asyncio.to_thread(self._initial_desired, name),
                 clock=self.clock,
                 probe=self._probe,
             )
             loop.adopt(alive)
             self.loops[name] = loop
         await self.balancer.start(self.config.services, adopted)
-        self.history.restore(time.time())
+        await asyncio.to_thread(self.history.restore, time.time())
         self.started = True
 
     def _initial_desired(self, name: str) -> int:
@@ -129,11 +139,15 @@ class Controller:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick every service until ``stop`` is set; one service's trouble stays its own."""
+        for name, loop in self.loops.items():
+            dependency = loop.backend if isinstance(loop.backend, ReportsWaits) else None
+            self.liveness.register(_beat(name), dependency)
         tasks = [
             asyncio.create_task(self._run_service(loop, stop), name=f"service-{name}")
             for name, loop in self.loops.items()
         ]
         if self.collector is not None:
+            self.liveness.register("collector")
             tasks.append(asyncio.create_task(self._run_collector(stop), name="collector"))
         for name, loop in self.loops.items():
             if isinstance(loop.backend, EventSource):
@@ -148,17 +162,23 @@ class Controller:
             for loop in self.loops.values():
                 await loop.close()
             self.history.flush(time.time(), everything=True)
+            await self.flush_writes()
 
     async def _run_service(self, loop: ServiceLoop, stop: asyncio.Event) -> None:
         errors = 0
         last_sentence = ""
+        beat = _beat(loop.name)
         while not stop.is_set():
             try:
+                if not await self._refresh_backend(loop, stop):
+                    continue  # its backend did not answer: this loop waits, others go on
                 self._autoscale(loop)
-                sentence = await loop.tick()
+                with self.liveness.waiting(beat, "its reconcile tick"):
+                    sentence = await loop.tick()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # throttled with a capped back-off, never swallowed
+                self.liveness.failing(beat, "a retry of its failed tick", repr(exc))
                 errors += 1
                 delay = min(MAX_ERROR_BACKOFF, self.config.interval * 2**errors)
                 self.metrics.tick_errors.labels(loop.name).inc()
@@ -174,6 +194,7 @@ class Controller:
             errors = 0
             now = time.time()
             self.last_tick[loop.name] = self.clock()
+            self.liveness.ok(beat)
             self._export(loop, now)
             if sentence != last_sentence:
                 log.info("tick", service=loop.name, decision=sentence)
@@ -186,8 +207,10 @@ class Controller:
         errors = 0
         while not stop.is_set():
             try:
-                await self.collector.collect(self.clock())
+                with self.liveness.waiting("collector", "a pass over the metric sources"):
+                    await self.collector.collect(self.clock())
             except Exception as exc:  # a bug in a source: throttled, and autoscaling holds
+                self.liveness.failing("collector", "a retry of its failed pass", repr(exc))
                 errors += 1
                 delay = min(MAX_ERROR_BACKOFF, self.config.interval * 2**errors)
                 log.exception("collect_failed", retry_in=delay)
@@ -200,6 +223,7 @@ class Controller:
                 await self._sleep(delay, stop)
                 continue
             errors = 0
+            self.liveness.ok("collector")
             for change in self.collector.transitions():
                 self.recorder.event(
                     f"metrics_source_{change.kind}",
@@ -225,7 +249,7 @@ class Controller:
         self.history.flush(wall)
         reason = reason_label(decision)
         self.metrics.decisions.labels(loop.name, decision.direction, reason).inc()
-        self.store.record_decision(
+        self.writer.record_decision(
             loop.name,
             decision.desired,
             decision.direction,
@@ -235,7 +259,7 @@ class Controller:
         if decision.desired != loop.desired:
             old = loop.desired
             loop.desired = decision.desired
-            self.store.set_desired(loop.name, decision.desired)
+            self.writer.set_desired(loop.name, decision.desired)
             self.recorder.event(
                 "autoscaled",
                 f"desired replicas {old} -> {decision.desired}: {decision.reasons[0]}",
@@ -301,13 +325,70 @@ class Controller:
 
     # -- what the API asks --------------------------------------------------
 
-    def live(self, now: float | None = None) -> bool:
-        """Every service loop ticked within a few intervals (liveness, not HTTP uptime)."""
-        now = self.clock() if now is None else now
-        limit = max(10.0, 5 * self.config.interval)
-        return self.started and all(
-            now - self.last_tick.get(name, -1e18) < limit for name in self.loops
-        )
+    def live(self) -> bool:
+        """Every loop made progress within a few intervals (liveness, not HTTP uptime)."""
+        return self.liveness_report()[0]
+
+    def liveness_report(self) -> tuple[bool, dict[str, Any]]:
+        """``(live, body)`` for ``/livez``: the body names each stuck loop and why."""
+        live, body = self.liveness.check()
+        if not self.started:
+            body["message"] = "the controller is starting (adopting replicas, starting HAProxy)"
+        return live and self.started, body
+
+    def _make_liveness(self) -> Liveness:
+        liveness = Liveness(limit=max(10.0, 5 * self.config.interval), clock=self.clock)
+        liveness.extra["store writer"] = self._writer_view
+        return liveness
+
+    def _writer_view(self, limit: float) -> dict[str, Any]:
+        """The writer is stuck when one store call has hung longer than ``limit``
+        (a store that refuses fast is an outage it rides out, not a stuck loop)."""
+        state = self.writer.state()
+        stuck = self.writer.stuck_for() >= limit
+        view: dict[str, Any] = {"loop": "store writer", "stuck": stuck, **state}
+        if stuck:
+            view["seconds_since_progress"] = state["in_flight_seconds"]
+            view["waiting_on"] = f"the store ({state['in_flight']})"
+        return view
+
+    async def _refresh_backend(self, loop: ServiceLoop, stop: asyncio.Event) -> bool:
+        """Let a backend that caches what runs (docker, swarm) re-read it, off the loop
+        and with a timeout; False (after waiting an interval) when it did not answer."""
+        backend = loop.backend
+        if not isinstance(backend, Refreshable):
+            return True
+        beat = _beat(loop.name)
+        try:
+            with self.liveness.waiting(beat, backend.dependency()):
+                await backend.refresh()
+        except BackendError as exc:
+            self.liveness.failing(beat, backend.dependency(), str(exc))
+            if loop.name not in self._unreachable:
+                self.recorder.event(
+                    "backend_unreachable",
+                    f"{backend.dependency()} does not answer ({exc}); this service's loop "
+                    "waits (its replicas keep serving), the other services go on",
+                    service=loop.name,
+                    level="warning",
+                )
+            self._unreachable[loop.name] = str(exc)
+            await self._sleep(self.config.interval, stop)
+            return False
+        if self._unreachable.pop(loop.name, None) is not None:
+            self.recorder.event(
+                "backend_reachable", f"{backend.dependency()} answers again", service=loop.name
+            )
+        return True
+
+    async def flush_writes(self) -> bool:
+        """Wait (in a thread) until queued store writes landed; False after
+        ``WRITER_CLOSE_TIMEOUT``."""
+        return await asyncio.to_thread(self.writer.flush, WRITER_CLOSE_TIMEOUT)
+
+    async def close(self) -> None:
+        """Write what is queued and stop the writer: the very last thing at exit."""
+        await asyncio.to_thread(self.writer.close, WRITER_CLOSE_TIMEOUT)
 
     def scale(self, service: str, replicas: int) -> tuple[int, str | None]:
         """Set the count by hand; returns what was applied and, if less, why."""
@@ -319,7 +400,7 @@ class Controller:
             replicas = ceiling.replicas
         old = loop.desired
         loop.desired = replicas
-        self.store.set_desired(service, replicas)
+        self.writer.set_desired(service, replicas)
         self.recorder.event(
             "scaled",
             f"desired replicas {old} -> {replicas} (manual" + (f"; {clamped})" if clamped else ")"),
@@ -378,4 +459,9 @@ class Controller:
                     for r in sorted(loop.replicas(), key=lambda r: r.id)
                 ],
             }
-        return {"services": services, "controller": {"live": self.live(now)}}
+        return {"services": services, "controller": {"live": self.live()}}
+
+
+def _beat(service: str) -> str:
+    """The liveness name of a service's loop."""
+    return f"service loop {service!r}"

@@ -11,6 +11,7 @@ The autoscalers stay free of I/O; this keeper is the edge that:
 
 from __future__ import annotations
 
+import functools
 import statistics
 from collections.abc import Mapping
 from typing import Any
@@ -20,10 +21,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from skylift.controller.autoscaler import Autoscaler
 from skylift.controller.recorder import Recorder
+from skylift.controller.writer import StoreWriter
 from skylift.engine.predictive import CompiledForecast
 from skylift.engine.schedule import Event
 from skylift.store import Store
-from skylift.store.history import Bucket, ScalingEvent
+from skylift.store.history import Bucket, History, ScalingEvent
 
 log = structlog.get_logger("skylift.controller")
 
@@ -72,9 +74,14 @@ class HistoryKeeper:
     """Moves load buckets and scaling events between the autoscalers and the store."""
 
     def __init__(
-        self, store: Store, autoscalers: Mapping[str, Autoscaler], recorder: Recorder
+        self,
+        store: Store,
+        autoscalers: Mapping[str, Autoscaler],
+        recorder: Recorder,
+        writer: StoreWriter | None = None,
     ) -> None:
         self.store = store
+        self.writer = writer  # with one, flushes are queued to its thread, never made here
         self.autoscalers = autoscalers
         self.recorder = recorder
         self.last_flush: float | None = None
@@ -121,6 +128,14 @@ class HistoryKeeper:
             metric = autoscaler.forecast_metric
             if metric is None:
                 continue
+            if self.writer is not None:
+                taken = list(autoscaler.take_history(everything))
+                if taken:  # kept (and retried) by the writer while the store is down
+                    self.writer.submit(
+                        f"history {name} ({len(taken)} buckets)",
+                        functools.partial(history.append, name, metric, taken),
+                    )
+                continue
             pending = self._pending.setdefault(name, [])
             pending.extend(autoscaler.take_history(everything))
             if not pending:
@@ -135,9 +150,13 @@ class HistoryKeeper:
             pending.clear()
         if self.last_roll_up is None or wall - self.last_roll_up >= ROLL_UP_EVERY:
             self.last_roll_up = wall
+            if self.writer is not None:
+                self.writer.submit(
+                    "history roll-up", functools.partial(_roll_up, self.store.history, wall)
+                )
+                return
             try:
-                history.roll_up(wall)
-                history.prune_events(wall - EVENT_KEEP)
+                _roll_up(history, wall)
             except SQLAlchemyError as exc:
                 log.warning("history_roll_up_failed", error=str(exc))
 
@@ -197,6 +216,11 @@ class HistoryKeeper:
     def _reload(self, service: str, autoscaler: Autoscaler) -> None:
         autoscaler.set_events([as_engine_event(e) for e in self.store.history.events(service)])
         autoscaler.next_at = 0.0  # decide at the next tick, not a whole interval later
+
+
+def _roll_up(history: History, wall: float) -> None:
+    history.roll_up(wall)
+    history.prune_events(wall - EVENT_KEEP)
 
 
 def _describe(event: ScalingEvent) -> str:

@@ -16,6 +16,7 @@ Memory is the cgroup's usage minus its inactive page cache, the number
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -81,6 +82,12 @@ class DockerStatsSource:
         self.engines = dict(engines)
         self.clock = clock
         self._last: dict[str, dict[str, ContainerUsage]] = {}  # service -> replica -> reading
+        # reads run in threads of their own, one at a time per service: a hung dockerd
+        # never piles up threads (the collector's timeout abandons a read, not its thread)
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=2, thread_name_prefix="docker-stats"
+        )
+        self._reading: dict[str, tuple[concurrent.futures.Future[Any], float]] = {}
 
     def provides(self, service: str) -> frozenset[str]:
         res = self.resources.get(service)
@@ -100,8 +107,17 @@ class DockerStatsSource:
             for r in self.replicas(service)
             if r.state == ReplicaState.READY and r.handle.get("container_id")
         }
+        previous_read = self._reading.get(service)
+        if previous_read is not None and not previous_read[0].done():
+            raise SourceError(
+                f"the Docker stats read of service {service} started "
+                f"{time.monotonic() - previous_read[1]:.0f}s ago has not returned",
+                "check that dockerd answers (`docker info`)",
+            )
+        future = self._executor.submit(self._read_all, engine, ready)
+        self._reading[service] = (future, time.monotonic())
         try:
-            readings = await asyncio.to_thread(self._read_all, engine, ready)
+            readings = await asyncio.wrap_future(future)
         except Exception as exc:  # the Engine is down or refuses: these metrics go missing
             raise SourceError(
                 f"cannot read Docker stats of service {service}: {exc}",

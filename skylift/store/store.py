@@ -25,6 +25,8 @@ from skylift.store.tables import DecisionRow, EventRow, ReplicaRow, ServiceRow
 from skylift.store.urls import default_url, masked, parse_url
 
 LEVELS = ("debug", "info", "warning", "error")
+PG_CONNECT_TIMEOUT = 5
+"""Seconds to open a PostgreSQL connection before the call fails (and is retried)."""
 Clock = Callable[[], float]
 
 
@@ -142,11 +144,14 @@ class Store:
         service: str | None = None,
         level: str = "info",
         data: Mapping[str, Any] | None = None,
+        ts: float | None = None,
     ) -> Event:
+        """Record an event; ``ts`` is when it happened (default now: a write-behind
+        writer passes the time it was asked for, not the time it lands)."""
         if level not in LEVELS:
             raise ValueError(f"unknown event level {level!r}: use one of {', '.join(LEVELS)}")
         row = EventRow(
-            ts=self._clock(),
+            ts=self._clock() if ts is None else ts,
             service=service,
             kind=kind,
             level=level,
@@ -249,9 +254,11 @@ class Store:
         direction: str,
         reasons: Sequence[str],
         inputs: Mapping[str, Any] | None = None,
+        *,
+        ts: float | None = None,
     ) -> Decision:
         row = DecisionRow(
-            ts=self._clock(),
+            ts=self._clock() if ts is None else ts,
             service=service,
             desired=desired,
             direction=direction,
@@ -277,7 +284,10 @@ def _engine(url: URL, state_dir: Path) -> Engine:
         url = url.set(drivername="postgresql+psycopg")  # psycopg 3, not the psycopg2 default
     backend = url.get_backend_name()
     if backend == "postgresql":
-        return create_engine(url, pool_pre_ping=True)
+        # a server that does not answer must not hold a writer (or the API) for minutes
+        return create_engine(
+            url, pool_pre_ping=True, connect_args={"connect_timeout": PG_CONNECT_TIMEOUT}
+        )
     if backend != "sqlite":
         raise ValueError(
             f"unsupported store {masked(url)}: use sqlite:///PATH or postgresql+psycopg://..."

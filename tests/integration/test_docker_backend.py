@@ -112,6 +112,7 @@ async def test_stop_is_graceful_and_removes_the_container(
     assert time.monotonic() - began < 3, "a graceful stop must not wait out the grace"
     with pytest.raises(docker.errors.NotFound):
         docker_client.api.inspect_container(replica.handle["container_id"])
+    await backend.refresh()  # checks answer from the list read once per tick
     assert not backend.is_alive(replica)
 
 

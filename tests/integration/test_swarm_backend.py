@@ -153,6 +153,7 @@ async def test_stop_is_graceful_and_removes_exactly_that_service(
     assert time.monotonic() - began < 4, "a graceful stop must not wait out the grace"
     assert not service_exists(swarm_client, drop.handle["service_id"])
     assert not container_exists(swarm_client, drop.handle["container_id"])
+    await backend.refresh()  # checks answer from the lists read once per tick
     assert not backend.is_alive(drop)
     assert backend.exit_code(drop) == 0
     # the other replica was not touched, and Swarm started nothing in its place

@@ -70,6 +70,7 @@ async def test_token_required_except_probes(controller: Controller, tmp_path: Pa
         scaled = await post("/api/v1/services/web/scale", {"replicas": 4})
         assert scaled.json() == {"service": "web", "desired": 4}
         assert controller.loops["web"].desired == 4
+        assert controller.writer.flush(10)  # store writes are write-behind
         assert controller.store.desired("web") == 4
         assert (await post("/api/v1/services/nope/scale", {"replicas": 1})).status_code == 404
         assert (await post("/api/v1/services/web/scale", {"n": 1})).status_code == 400

@@ -106,6 +106,7 @@ async def test_restored_history_scales_up_before_the_peak(config_path: Path, sto
     # replayed: four of the longest season (2 h are stored)
     assert forecast["ready"] and forecast["history_s"] >= 4 * SEASON - 2 * STEP
     assert forecast["stats"]["forecasts"] > 20 and forecast["stats"]["mape_pct"] is not None
+    assert ctl.writer.flush(10)  # store writes are write-behind: let them land
     restored = [e for e in store.events(service="web") if e.kind == "forecast_restored"]
     assert restored and restored[0].data["buckets"] in (239, 240)
     ctl._export(ctl.loops["web"], time.time())

@@ -51,6 +51,7 @@ async def run(ctl: Controller, clock: Clock, seconds: int) -> None:
         ctl._autoscale(loop)
         await loop.tick()
         clock.now += 1
+    assert ctl.writer.flush(10)  # store writes are write-behind: let them land
 
 
 async def test_load_drives_desired_and_decisions_are_recorded(setup: tuple) -> None:

@@ -90,5 +90,6 @@ async def test_manual_scale_is_capped_and_says_why(tmp_path: Path) -> None:
     assert body["desired"] == 2
     assert "7 asked, capped at 2" in body["clamped"] and "pool_size 10" in body["clamped"]
     assert controller.loops["web"].desired == 2
+    assert controller.writer.flush(10)  # store writes are write-behind
     assert store.desired("web") == 2  # a restart does not bring the 7 back
     store.close()

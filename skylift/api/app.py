@@ -22,8 +22,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from skylift.controller.core import Controller, UnknownService
 from skylift.controller.history import NotAutoscaled
-from skylift.controller.service import NotHoldable, UnknownReplica
 from skylift.controller.reads import StoreReader, StoreUnavailable
+from skylift.controller.service import NotHoldable, UnknownReplica
 from skylift.controller.writer import StoreWriter
 from skylift.engine.schedule import Event
 from skylift.model import ReplicaState

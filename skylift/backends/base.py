@@ -68,3 +68,12 @@ class Backend(Protocol):
     def log_path(self, replica: Replica) -> Path:
         """Where the replica's stdout and stderr go."""
         ...
+
+
+@runtime_checkable
+class Stamped(Protocol):
+    """A backend that marks each replica it starts with the controller's epoch (fencing
+    token): ``SKYLIFT_EPOCH`` in a process's environment, the ``skylift.epoch`` label on
+    a container. The controller's fence sets ``epoch`` before every start."""
+
+    epoch: int | None

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 LABEL_PROJECT = "skylift.project"
 LABEL_SERVICE = "skylift.service"
 LABEL_REPLICA = "skylift.replica"
+LABEL_EPOCH = "skylift.epoch"
 API_TIMEOUT = 30.0  # seconds for one Engine API call (stop adds its grace on top)
 
 
@@ -107,6 +108,8 @@ class EventStream:
 class EngineBackend:
     """Base of the container backends; no I/O until the client is first used."""
 
+    epoch: int | None = None  # the controller's fencing token, labelled on what it starts
+
     def __init__(
         self,
         service_name: str,
@@ -157,6 +160,7 @@ class EngineBackend:
             LABEL_PROJECT: self.project,
             LABEL_SERVICE: self.service_name,
             LABEL_REPLICA: replica_id,
+            **({LABEL_EPOCH: str(self.epoch)} if self.epoch is not None else {}),
         }
 
     def _object_name(self, replica_id: str) -> str:

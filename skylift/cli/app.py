@@ -117,6 +117,14 @@ def up(
     ] = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait for readiness (--detach)")] = 90,
     output: OutputOpt = Output.table,
+    standby: Annotated[
+        bool,
+        typer.Option(
+            "--standby",
+            help="wait for the active controller's lease and take over when it ends (its "
+            "API binds only then); with --detach, return once it waits",
+        ),
+    ] = False,
 ) -> None:
     """Start the controller: replicas, HAProxy and the local API."""
     loaded = load_or_exit(config)
@@ -126,13 +134,15 @@ def up(
             "for `skylift backup`); add a `services:` block",
             EXIT_CONFIG,
         )
+    if detach and standby:
+        raise typer.Exit(_standby_detached(loaded, timeout, output))
     if detach:
         raise typer.Exit(_up_detached(loaded, timeout, output))
     from skylift.daemon import serve
     from skylift.store import ControllerAlreadyRunning
 
     try:
-        code = asyncio.run(serve(loaded))
+        code = asyncio.run(serve(loaded, standby=standby))
     except ControllerAlreadyRunning as exc:
         raise fail(str(exc)) from None
     raise typer.Exit(code)
@@ -198,6 +208,55 @@ def _up_detached(loaded: LoadedConfig, timeout: float, output: Output) -> int:
     return EXIT_FAILURE
 
 
+def _standby_detached(loaded: LoadedConfig, timeout: float, output: Output) -> int:
+    """Start a standby controller in the background; return once it waits (or took over)."""
+    from skylift.api.token import ensure_state_dir
+
+    state_dir = ensure_state_dir(loaded.state_dir)
+    log_path = state_dir / "controller.log"
+    with open(log_path, "ab") as log_file:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "skylift", "up", "--standby", "-c", str(loaded.path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            start_new_session=True,
+            env={**os.environ, "SKYLIFT_CONFIG": str(loaded.path)},
+        )
+    marker = state_dir / f"standby-{child.pid}.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            tail = log_path.read_text(errors="replace").splitlines()[-15:]
+            typer.echo(
+                f"error: standby controller exited with code {child.returncode}; last lines "
+                f"of {log_path}:\n" + "\n".join(tail),
+                err=True,
+            )
+            return EXIT_FAILURE
+        try:
+            info = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            time.sleep(0.2)
+            continue
+        state = info.get("state")
+        text = (
+            f"skylift standby controller (pid {child.pid}) waiting for the lease of epoch "
+            f"{info.get('epoch')}; it takes over when that controller stops; log: {log_path}"
+            if state == "waiting"
+            else f"skylift standby controller (pid {child.pid}) took the lease (epoch "
+            f"{info.get('epoch')}) and is active; log: {log_path}"
+        )
+        emit({**info, "log": str(log_path)}, output, text)
+        return EXIT_OK
+    typer.echo(
+        f"error: the standby did not report within {timeout:.0f}s (pid {child.pid}); see "
+        f"{log_path}",
+        err=True,
+    )
+    return EXIT_FAILURE
+
+
 @app.command()
 def down(
     config: ConfigOpt = Path("skylift.yaml"),
@@ -234,7 +293,7 @@ async def _down_offline(loaded: LoadedConfig) -> None:
 
     store = Store.open(loaded.store_url)
     try:
-        with store.acquire_controller_lock(owner=f"down:{os.getpid()}"):
+        with store.acquire_controller_lock(owner=f"down:{os.getpid()}") as lock:
             controller = build_controller(loaded, store)
             for name, spec in loaded.config.services.items():
                 backend = controller.backends[name]
@@ -242,6 +301,7 @@ async def _down_offline(loaded: LoadedConfig) -> None:
                     await backend.stop(replica, spec.stop_grace)
                     store.delete_replica(replica.id)
             await controller.balancer.stop()
+            await asyncio.to_thread(lock.release, down=True)  # no standby starts it again
     finally:
         store.close()
 

@@ -17,6 +17,7 @@ import structlog
 from skylift.config import LoadedConfig
 from skylift.controller.autoscaler import Autoscaler, reason_label
 from skylift.controller.budget import ceiling_of
+from skylift.controller.fence import Fence
 from skylift.controller.history import HistoryKeeper
 from skylift.controller.protocols import Backend, Balancer, EventSource
 from skylift.controller.recorder import ControllerMetrics, Recorder
@@ -72,6 +73,7 @@ class Controller:
             if svc.autoscale is not None
         }
         self.history = HistoryKeeper(store, self.autoscalers, self.recorder)
+        self.fence: Fence | None = None  # the lease every action needs (set by the daemon)
 
     # -- start-up ---------------------------------------------------------
 
@@ -377,4 +379,8 @@ class Controller:
                     for r in sorted(loop.replicas(), key=lambda r: r.id)
                 ],
             }
-        return {"services": services, "controller": {"live": self.live(now)}}
+        return {"services": services, "controller": {"live": self.live(now), **self.lease_status()}}
+
+    def lease_status(self) -> dict[str, Any]:
+        """Role, epoch and holder of the controller lease, when this controller is fenced."""
+        return self.fence.status() if self.fence is not None else {}

@@ -223,6 +223,7 @@ async def take_lease(lease: Lease, store_url: str, standby: Path | None) -> bool
             "still be acting",
         )
         await asyncio.sleep(lease.grace)
+    await asyncio.wait_for(asyncio.to_thread(lease.renew), VERIFY_TIMEOUT)  # trusted afresh
     return True
 
 

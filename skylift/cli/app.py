@@ -317,7 +317,7 @@ def status(config: ConfigOpt = Path("skylift.yaml"), output: OutputOpt = Output.
             data = api.get("/api/v1/services")
         except ControllerUnreachable as exc:
             raise fail(str(exc)) from None
-    lines = []
+    lines = _lease_lines(data.get("controller") or {})
     for name, svc in data["services"].items():
         lines.append(
             f"{name}  {svc['ready']}/{svc['desired']} ready  {svc.get('state', '')}  "
@@ -332,6 +332,18 @@ def status(config: ConfigOpt = Path("skylift.yaml"), output: OutputOpt = Output.
         for r in svc["replicas"]:
             lines.append(f"  {r['id']:<14} {r['state']:<10} pid {r['pid']!s:<8} {r['address']}")
     emit(data, output, "\n".join(lines))
+
+
+def _lease_lines(controller: dict[str, Any]) -> list[str]:
+    """Who acts: the active controller's epoch and holder (standbys wait without an API)."""
+    if controller.get("epoch") is None:
+        return []
+    holder = controller.get("holder") or {}
+    valid = "" if controller.get("lease_valid") else " (lease not renewed: acting on nothing)"
+    return [
+        f"controller  {controller.get('role')}, epoch {controller['epoch']}, pid "
+        f"{holder.get('pid')} on {holder.get('host')}{valid}"
+    ]
 
 
 @app.command()

@@ -62,7 +62,7 @@ class Fence:
     def epoch(self) -> int:
         return self.lease.epoch or 0
 
-    def _refuse(self, action: str, why: str) -> Fenced:
+    def refusal(self, action: str, why: str) -> Fenced:
         return Fenced(f"refused to {action}: {why}; this controller acts on nothing")
 
     def check(self, action: str) -> int:
@@ -70,8 +70,8 @@ class Fence:
         if self.lease.valid():
             return self.epoch
         if self.lease.lost is not None:
-            raise self._refuse(action, self.lease.lost)
-        raise self._refuse(action, "the controller lease is not renewed (store unreachable?)")
+            raise self.refusal(action, self.lease.lost)
+        raise self.refusal(action, "the controller lease is not renewed (store unreachable?)")
 
     async def ensure(self, action: str) -> int:
         """Async gate: the local clock, else a renewal with the store."""
@@ -234,9 +234,13 @@ class FencedStore:
         self._inner.upsert_replica(replica)
 
     def add_event(self, kind: str, message: str, **kwargs: Any) -> Any:
-        epoch = self._fence.check(f"record event {kind}")
+        """Events are words, not actions: refused only once the lease is known lost (a
+        store outage must not eat them); until then they carry this controller's epoch,
+        so a stale controller's words are told apart from the new one's."""
+        if self._fence.lease.lost is not None:
+            raise self._fence.refusal(f"record event {kind}", self._fence.lease.lost)
         data = dict(kwargs.pop("data", None) or {})
-        data["epoch"] = epoch
+        data["epoch"] = self._fence.epoch
         return self._inner.add_event(kind, message, data=data, **kwargs)
 
     def __getattr__(self, name: str) -> Any:

@@ -156,6 +156,12 @@ async def test_fence_refuses_and_stamps(store: Store, clocks: Clocks, tmp_path: 
     records.add_event("replica_started", "started", service="web", data={"replica": "web-1"})
     assert store.events()[-1].data == {"replica": "web-1", "epoch": 1}
 
+    clocks.advance(a.window + 0.1)  # not renewed (store slow): actions wait, words do not
+    with pytest.raises(Fenced, match="not renewed"):
+        records.set_desired("web", 4)
+    records.add_event("store_slow", "still mine", data={})
+    assert store.events()[-1].data == {"epoch": 1}
+
     lost: list[str] = []
     fence.on_lost.append(lost.append)
     clocks.advance(DURATION + 1)  # a frozen past its lease; b takes over
@@ -173,3 +179,6 @@ async def test_fence_refuses_and_stamps(store: Store, clocks: Clocks, tmp_path: 
     assert [r.id for r in records.replicas("web")] == ["web-1"]  # reads pass through
     assert store.desired("web") is None
     assert len(lost) == 1 and "epoch 2" in lost[0]
+    with pytest.raises(Fenced):  # once it knows it lost the lease, it writes nothing at all
+        records.add_event("replica_started", "stale", service="web", data={})
+    assert store.events()[-1].data == {"epoch": 1}

@@ -139,11 +139,11 @@ def up(
     if detach:
         raise typer.Exit(_up_detached(loaded, timeout, output))
     from skylift.daemon import serve
-    from skylift.store import ControllerAlreadyRunning
+    from skylift.store import ControllerLockError
 
     try:
         code = asyncio.run(serve(loaded, standby=standby))
-    except ControllerAlreadyRunning as exc:
+    except ControllerLockError as exc:  # another holds it, or the store cannot tell
         raise fail(str(exc)) from None
     raise typer.Exit(code)
 
@@ -293,7 +293,8 @@ async def _down_offline(loaded: LoadedConfig) -> None:
 
     store = Store.open(loaded.store_url)
     try:
-        with store.acquire_controller_lock(owner=f"down:{os.getpid()}") as lock:
+        # a long lease: nobody renews it while replicas stop (a crash frees it at once)
+        with store.acquire_controller_lock(owner=f"down:{os.getpid()}", duration=3600) as lock:
             controller = build_controller(loaded, store)
             for name, spec in loaded.config.services.items():
                 backend = controller.backends[name]

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import psutil
 import psycopg
+from sqlalchemy import create_engine, text
 
 from skylift.lb.render import backend_name
 from skylift.lb.runtime import RuntimeClient
@@ -29,29 +30,47 @@ def dsn(store_url: str) -> str:
     return store_url.replace("postgresql+psycopg://", "postgresql://")
 
 
+def _json(value: Any) -> dict[str, Any]:
+    """JSONB comes back as a dict (PostgreSQL), JSON as text (SQLite)."""
+    return dict(json.loads(value) if isinstance(value, str) else value or {})
+
+
+def _query(url: str, sql: str, **params: Any) -> list[Any]:
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(text(sql), params))
+    finally:
+        engine.dispose()
+
+
 def lease_row(url: str) -> dict[str, Any] | None:
-    with psycopg.connect(dsn(url), connect_timeout=5) as conn:
-        row = conn.execute(
-            "SELECT epoch, holder, expires_at - extract(epoch FROM clock_timestamp()) "
-            "FROM controller_lease WHERE name = 'controller'"
-        ).fetchone()
-    if row is None:
+    """The lease as the store holds it; ``expires_in`` by the database's clock."""
+    now = (
+        "extract(epoch FROM clock_timestamp())"
+        if url.startswith("postgresql")
+        else str(time.time())
+    )
+    rows = _query(
+        url,
+        f"SELECT epoch, holder, expires_at - {now} FROM controller_lease WHERE name = 'controller'",
+    )
+    if not rows:
         return None
-    return {"epoch": row[0], "pid": int(row[1]["pid"]), "expires_in": float(row[2])}
+    epoch, holder, expires_in = rows[0]
+    return {"epoch": epoch, "pid": int(_json(holder)["pid"]), "expires_in": float(expires_in)}
 
 
 def events_since(url: str, after_id: int) -> list[dict[str, Any]]:
-    with psycopg.connect(dsn(url), connect_timeout=5) as conn:
-        rows = conn.execute(
-            "SELECT id, kind, data FROM events WHERE id > %s ORDER BY id", (after_id,)
-        ).fetchall()
-    return [{"id": r[0], "kind": r[1], "data": r[2]} for r in rows]
+    rows = _query(
+        url, "SELECT id, kind, data FROM events WHERE id > :after ORDER BY id", after=after_id
+    )
+    return [{"id": r[0], "kind": r[1], "data": _json(r[2])} for r in rows]
 
 
 def last_event_id(url: str) -> int:
-    with psycopg.connect(dsn(url), connect_timeout=5) as conn:
-        row = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
-    return int(row[0]) if row else 0
+    rows = _query(url, "SELECT coalesce(max(id), 0) FROM events")
+    return int(rows[0][0]) if rows else 0
 
 
 def terminate_lock_connections(url: str, controller_pid: int) -> int:
@@ -77,6 +96,14 @@ def haproxy_servers(d: Deployment, service: str = "web") -> set[str]:
     client = RuntimeClient(d.state_dir / "haproxy.sock")
     rows = asyncio.run(client.show_stat(backend_name(service)))
     return {row.name for row in rows}
+
+
+def replica_containers(client: Any, d: Deployment) -> dict[str, tuple[str, str | None]]:
+    """Replica id -> (container id, ``skylift.epoch`` label) of the deployment's containers."""
+    found = client.api.containers(filters={"label": f"skylift.project={d.settings['project']}"})
+    return {
+        c["Labels"]["skylift.replica"]: (c["Id"], c["Labels"].get("skylift.epoch")) for c in found
+    }
 
 
 def replica_processes(d: Deployment, service: str = "web") -> dict[str, tuple[int, str | None]]:
@@ -133,7 +160,7 @@ def start_controller(d: Deployment, name: str, *args: str) -> Controller:
 def wait_ready(d: Deployment, replicas: int, timeout: float = 90) -> None:
     def ready() -> bool:
         try:
-            return d.service()["ready"] >= replicas
+            return int(d.service()["ready"]) >= replicas
         except AssertionError:
             return False
 

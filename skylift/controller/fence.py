@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
@@ -57,6 +58,9 @@ class Fence:
         self.on_lost: list[Callable[[str], None]] = []
         self._told = False
         self.unverified: str | None = None  # why the last renewal failed (store unreachable)
+        # a thread of its own: hung calls elsewhere (a frozen dockerd) filling the default
+        # executor must not starve the renewal, or every service would stop acting
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease")
 
     @property
     def epoch(self) -> int:
@@ -86,7 +90,8 @@ class Fence:
             self._lost(self.lease.lost)
             return
         try:
-            await asyncio.wait_for(asyncio.to_thread(self.lease.renew), self.timeout)
+            renewal = asyncio.get_running_loop().run_in_executor(self._thread, self.lease.renew)
+            await asyncio.wait_for(renewal, self.timeout)
         except LeaseLost as exc:
             self._lost(str(exc))
         except (LeaseUnverified, TimeoutError) as exc:

@@ -182,3 +182,27 @@ async def test_fence_refuses_and_stamps(store: Store, clocks: Clocks, tmp_path: 
     with pytest.raises(Fenced):  # once it knows it lost the lease, it writes nothing at all
         records.add_event("replica_started", "stale", service="web", data={})
     assert store.events()[-1].data == {"epoch": 1}
+
+
+async def test_renewal_is_not_starved_by_a_hung_default_executor(
+    store: Store, clocks: Clocks
+) -> None:
+    """A frozen dockerd can fill asyncio's default executor with hung calls; the lease
+    renews on a thread of its own, or every service would stop acting."""
+    import asyncio
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    a = lease(store, clocks, "a")
+    assert a.try_take()
+    fence = Fence(a, timeout=2.0)
+    loop = asyncio.get_running_loop()
+    release = threading.Event()
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
+    hung = loop.run_in_executor(None, release.wait, 30)
+    try:
+        clocks.advance(a.window + 0.1)  # local trust gone: the next action must renew
+        assert await fence.ensure("start web-9") == 1
+    finally:
+        release.set()
+        await hung

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -27,6 +28,16 @@ from skylift.config import LoadedConfig, SkyliftConfig, split_listen
 from skylift.config.docker import DockerBackend as DockerBackendConfig
 from skylift.config.swarm import SwarmBackend as SwarmBackendConfig
 from skylift.controller.core import Controller
+from skylift.controller.fence import (
+    VERIFY_TIMEOUT,
+    Fence,
+    Fenced,
+    FencedBalancer,
+    fence_backend,
+    fenced_store,
+    keep,
+    unfenced,
+)
 from skylift.lb.balancer import HAProxyBalancer
 from skylift.lb.render import backend_name
 from skylift.metrics import (
@@ -43,7 +54,8 @@ from skylift.metrics import (
 from skylift.metrics.docker_stats import ContainerStats, DockerStatsSource
 from skylift.metrics.override import Without
 from skylift.model import Replica
-from skylift.store import Store
+from skylift.store import ControllerAlreadyRunning, Store
+from skylift.store.lease import Lease, LeaseUnverified
 
 log = structlog.get_logger("skylift.runner")
 
@@ -63,7 +75,7 @@ def wants_metrics(loaded: LoadedConfig) -> bool:
     return any(svc.autoscale is not None for svc in loaded.config.services.values())
 
 
-def build_controller(loaded: LoadedConfig, store: Store) -> Controller:
+def build_controller(loaded: LoadedConfig, store: Store, fence: Fence | None = None) -> Controller:
     state_dir = loaded.state_dir
     backends: dict[str, Backend] = {}
     for name, svc in loaded.config.services.items():
@@ -86,7 +98,27 @@ def build_controller(loaded: LoadedConfig, store: Store) -> Controller:
         settings=loaded.config.haproxy,
         log_socket=state_dir / LOG_SOCKET if wants_metrics(loaded) else None,
     )
-    return Controller(loaded, store, balancer, backends)
+    if fence is None:
+        return Controller(loaded, store, balancer, backends)
+    return fenced_controller(loaded, store, balancer, backends, fence)
+
+
+def fenced_controller(
+    loaded: LoadedConfig,
+    store: Store,
+    balancer: HAProxyBalancer,
+    backends: dict[str, Backend],
+    fence: Fence,
+) -> Controller:
+    """The controller acts only through the fence: no action without the lease."""
+    controller = Controller(
+        loaded,
+        fenced_store(store, fence),
+        FencedBalancer(balancer, fence),
+        {name: fence_backend(backend, fence) for name, backend in backends.items()},
+    )
+    controller.fence = fence
+    return controller
 
 
 async def attach_collector(
@@ -104,7 +136,8 @@ async def attach_collector(
 
     requests = {n: r for n, s in config.services.items() if (r := s.request) is not None}
     # containers are measured by the Engine (their cgroup), processes by psutil
-    engines = {n: b for n, b in controller.backends.items() if isinstance(b, ContainerStats)}
+    raw = {n: unfenced(b) for n, b in controller.backends.items()}
+    engines = {n: b for n, b in raw.items() if isinstance(b, ContainerStats)}
     processes = {n: r for n, r in requests.items() if n not in engines}
     sources: list[MetricSource] = [
         ProcessStatsSource(replicas, processes),
@@ -147,22 +180,131 @@ def longest_rule(config: SkyliftConfig) -> float:
     return max(spans)
 
 
-async def serve(loaded: LoadedConfig) -> int:
-    """Run until stopped; returns the process exit code."""
+async def serve(loaded: LoadedConfig, *, standby: bool = False) -> int:
+    """Run until stopped; returns the process exit code.
+
+    ``standby``: wait for the controller lease instead of refusing when another
+    controller holds it, then take over (adopting its replicas and HAProxy).
+    """
     state_dir = ensure_state_dir(loaded.state_dir)
     store = Store.open(loaded.store_url)
+    lease = store.controller_lease(
+        owner=f"{socket.gethostname()}:{os.getpid()}", duration=loaded.config.store.lease
+    )
+    marker = state_dir / f"standby-{os.getpid()}.json"
     try:
-        with store.acquire_controller_lock(owner=f"{socket.gethostname()}:{os.getpid()}"):
-            return await _serve_locked(loaded, store, state_dir.joinpath("controller.pid"))
+        if not await take_lease(lease, store.url, marker if standby else None):
+            return 0
+        return await _serve_locked(loaded, store, state_dir.joinpath("controller.pid"), lease)
     finally:
+        await asyncio.to_thread(lease.release)
+        marker.unlink(missing_ok=True)
         store.close()
 
 
-async def _serve_locked(loaded: LoadedConfig, store: Store, pid_file: os.PathLike[str]) -> int:
-    controller = build_controller(loaded, store)
+async def take_lease(lease: Lease, store_url: str, standby: Path | None) -> bool:
+    """Take the lease, or (``standby``: its marker file) wait for it; False: told to stop.
+
+    A take-over from a holder whose process is gone waits ``lease.grace`` before acting,
+    so a holder that merely lost its lock connection has stopped trusting its lease.
+    """
+    if standby is None:
+        if not await asyncio.to_thread(lease.try_take):
+            holder = lease.current.holder if lease.current is not None else {}
+            raise ControllerAlreadyRunning(store_url, holder)
+    elif not await _wait_as_standby(lease, standby):
+        return False
+    if lease.grace > 0:
+        log.info(
+            "controller_lease_grace",
+            epoch=lease.epoch,
+            seconds=round(lease.grace, 1),
+            message="took over from a holder whose lock is gone; waiting until it cannot "
+            "still be acting",
+        )
+        await asyncio.sleep(lease.grace)
+    await asyncio.wait_for(asyncio.to_thread(lease.renew), VERIFY_TIMEOUT)  # trusted afresh
+    return True
+
+
+async def _wait_as_standby(lease: Lease, marker: Path) -> bool:
+    """Poll the lease until it can be taken (True) or a signal / `skylift down` says stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    every = min(1.0, lease.duration / 10)
+    said: tuple[int, bool] | None = None
+    while not stop.is_set():
+        try:
+            taken = await asyncio.wait_for(
+                asyncio.to_thread(lease.try_take, standby=True), VERIFY_TIMEOUT
+            )
+        except (LeaseUnverified, TimeoutError) as exc:
+            log.warning("standby_store_unreachable", error=str(exc) or "timeout")
+            taken = False
+        if taken:
+            log.info(
+                "standby_taking_over",
+                epoch=lease.epoch,
+                previous=lease.current.describe() if lease.current else None,
+            )
+            await _write_marker(marker, "active", lease.epoch)
+            return True
+        current = lease.current
+        if current is not None and current.holder.get("down"):
+            log.info("standby_stopping", reason="`skylift down` stopped the service")
+            return False
+        if current is not None and said != (current.epoch, True):
+            said = (current.epoch, True)
+            log.info(
+                "standby_waiting",
+                holder=current.describe(),
+                expires_in=round(current.expires_in, 1),
+                message="standby: waiting for the controller lease; the API binds once "
+                "this controller is active",
+            )
+            await _write_marker(marker, "waiting", current.epoch)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+    return False
+
+
+async def _write_marker(marker: Path, state: str, epoch: int | None) -> None:
+    """``standby-<pid>.json`` in the state dir: what `up --standby --detach` waits for."""
+    body = json.dumps({"pid": os.getpid(), "state": state, "epoch": epoch})
+    await asyncio.to_thread(marker.write_text, body, "utf-8")
+
+
+async def _serve_api(server: uvicorn.Server, host: str, port: int) -> None:
+    """Bind the API and serve it; while the port is busy (an old controller, perhaps
+    frozen, still holds it) keep trying: the controller acts meanwhile, without its API."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    said = False
+    while not server.should_exit:
+        try:
+            sock = socket.create_server((host, port), family=family)
+        except OSError as exc:
+            if not said:
+                log.warning("api_port_busy", listen=f"{host}:{port}", error=str(exc))
+                said = True
+            await asyncio.sleep(0.5)
+            continue
+        if said:
+            log.info("api_bound", listen=f"{host}:{port}")
+        await server.serve(sockets=[sock])
+        return
+
+
+async def _serve_locked(
+    loaded: LoadedConfig, store: Store, pid_file: os.PathLike[str], lease: Lease
+) -> int:
+    fence = Fence(lease)
+    controller = build_controller(loaded, store, fence)
     token = load_or_create_token(loaded.state_dir)
     stop = asyncio.Event()
     stop_data_plane = False
+    lost = watch_lease(fence, stop)
 
     async def request_shutdown(everything: bool) -> None:
         nonlocal stop_data_plane
@@ -185,21 +327,32 @@ async def _serve_locked(loaded: LoadedConfig, store: Store, pid_file: os.PathLik
         )
     )
     Path(pid_file).write_text(f"{os.getpid()}\n", encoding="ascii")  # noqa: ASYNC240
-    api_task = asyncio.create_task(server.serve(), name="api")
+    keeper = asyncio.create_task(
+        keep(fence, min(loaded.config.interval, lease.window / 3), stop), name="lease"
+    )
+    api_task = asyncio.create_task(_serve_api(server, host, port), name="api")
     cleanup = contextlib.AsyncExitStack()
     try:
         if wants_metrics(loaded):
-            assert isinstance(controller.balancer, HAProxyBalancer)
-            await attach_collector(controller, controller.balancer, cleanup)
-        await controller.start()
+            balancer = unfenced_balancer(controller)
+            await attach_collector(controller, balancer, cleanup)
+        try:
+            await controller.start()
+        except Fenced:
+            if not lost:
+                raise
+            return 1
         controller.recorder.event(
             "controller_started",
             f"controller pid {os.getpid()} managing {len(controller.loops)} service(s)",
             services=list(controller.loops),
         )
         await controller.run(stop)
+        if lost:
+            return 1  # said by watch_lease; nothing more may be done, nor written
         if stop_data_plane:
             await controller.down()
+            await asyncio.to_thread(lease.release, down=True)  # no standby restarts it all
         else:
             controller.recorder.event(
                 "controller_stopped",
@@ -208,6 +361,33 @@ async def _serve_locked(loaded: LoadedConfig, store: Store, pid_file: os.PathLik
     finally:
         await cleanup.aclose()
         server.should_exit = True
-        await asyncio.gather(api_task, return_exceptions=True)
+        keeper.cancel()
+        await asyncio.gather(api_task, keeper, return_exceptions=True)
         await controller.close()  # queued store writes land (bounded) before the lock goes
     return 0
+
+
+def unfenced_balancer(controller: Controller) -> HAProxyBalancer:
+    balancer = controller.balancer
+    inner = balancer.inner if isinstance(balancer, FencedBalancer) else balancer
+    assert isinstance(inner, HAProxyBalancer)
+    return inner
+
+
+def watch_lease(fence: Fence, stop: asyncio.Event) -> list[str]:
+    """Stop the controller the moment its lease is found lost; the list gets the reason."""
+    lost: list[str] = []
+
+    def on_lost(reason: str) -> None:
+        lost.append(reason)
+        log.error(
+            "controller_lease_lost",
+            pid=os.getpid(),
+            epoch=fence.epoch,
+            reason=reason,
+            message="another controller took over: this one acts on nothing and exits (1)",
+        )
+        stop.set()
+
+    fence.on_lost.append(on_lost)
+    return lost

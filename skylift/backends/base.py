@@ -86,3 +86,11 @@ class Refreshable(Protocol):
     def dependency(self) -> str:
         """What ``refresh`` waits on, for ``/livez`` and events ("the Docker Engine ...")."""
         ...
+
+
+class Stamped(Protocol):
+    """A backend that marks each replica it starts with the controller's epoch (fencing
+    token): ``SKYLIFT_EPOCH`` in a process's environment, the ``skylift.epoch`` label on
+    a container. The controller's fence sets ``epoch`` before every start."""
+
+    epoch: int | None

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 LABEL_PROJECT = "skylift.project"
 LABEL_SERVICE = "skylift.service"
 LABEL_REPLICA = "skylift.replica"
+LABEL_EPOCH = "skylift.epoch"
 API_TIMEOUT = 10.0  # seconds for one Engine API call (stop adds its grace on top)
 REFRESH_TIMEOUT = 5.0
 """Seconds a tick waits for the list of what runs before its loop skips the tick."""
@@ -137,6 +138,8 @@ class Snapshot:
 
 class EngineBackend:
     """Base of the container backends; no I/O until the client is first used."""
+
+    epoch: int | None = None  # the controller's fencing token, labelled on what it starts
 
     def __init__(
         self,
@@ -286,6 +289,7 @@ class EngineBackend:
             LABEL_PROJECT: self.project,
             LABEL_SERVICE: self.service_name,
             LABEL_REPLICA: replica_id,
+            **({LABEL_EPOCH: str(self.epoch)} if self.epoch is not None else {}),
         }
 
     def _object_name(self, replica_id: str) -> str:

@@ -47,6 +47,8 @@ class ProcessBackend:
     No I/O happens here until :meth:`start`, :meth:`stop` or :meth:`adopt`.
     """
 
+    epoch: int | None = None  # the controller's fencing token, as SKYLIFT_EPOCH in replicas
+
     def __init__(
         self,
         service_name: str,
@@ -187,6 +189,8 @@ class ProcessBackend:
         # the service's own env can still override it.
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self._config.env}
         env.update(SKYLIFT_REPLICA=replica_id, SKYLIFT_SERVICE=self.service_name, PORT=str(port))
+        if self.epoch is not None:
+            env["SKYLIFT_EPOCH"] = str(self.epoch)
         return env
 
     def _safe_to_signal(self, replica: Replica) -> bool:

@@ -118,6 +118,14 @@ def up(
     ] = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait for readiness (--detach)")] = 90,
     output: OutputOpt = Output.table,
+    standby: Annotated[
+        bool,
+        typer.Option(
+            "--standby",
+            help="wait for the active controller's lease and take over when it ends (its "
+            "API binds only then); with --detach, return once it waits",
+        ),
+    ] = False,
 ) -> None:
     """Start the controller: replicas, HAProxy and the local API."""
     loaded = load_or_exit(config)
@@ -127,14 +135,16 @@ def up(
             "for `skylift backup`); add a `services:` block",
             EXIT_CONFIG,
         )
+    if detach and standby:
+        raise typer.Exit(_standby_detached(loaded, timeout, output))
     if detach:
         raise typer.Exit(_up_detached(loaded, timeout, output))
     from skylift.daemon import serve
-    from skylift.store import ControllerAlreadyRunning
+    from skylift.store import ControllerLockError
 
     try:
-        code = asyncio.run(serve(loaded))
-    except ControllerAlreadyRunning as exc:
+        code = asyncio.run(serve(loaded, standby=standby))
+    except ControllerLockError as exc:  # another holds it, or the store cannot tell
         raise fail(str(exc)) from None
     raise typer.Exit(code)
 
@@ -199,6 +209,55 @@ def _up_detached(loaded: LoadedConfig, timeout: float, output: Output) -> int:
     return EXIT_FAILURE
 
 
+def _standby_detached(loaded: LoadedConfig, timeout: float, output: Output) -> int:
+    """Start a standby controller in the background; return once it waits (or took over)."""
+    from skylift.api.token import ensure_state_dir
+
+    state_dir = ensure_state_dir(loaded.state_dir)
+    log_path = state_dir / "controller.log"
+    with open(log_path, "ab") as log_file:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "skylift", "up", "--standby", "-c", str(loaded.path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            start_new_session=True,
+            env={**os.environ, "SKYLIFT_CONFIG": str(loaded.path)},
+        )
+    marker = state_dir / f"standby-{child.pid}.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            tail = log_path.read_text(errors="replace").splitlines()[-15:]
+            typer.echo(
+                f"error: standby controller exited with code {child.returncode}; last lines "
+                f"of {log_path}:\n" + "\n".join(tail),
+                err=True,
+            )
+            return EXIT_FAILURE
+        try:
+            info = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            time.sleep(0.2)
+            continue
+        state = info.get("state")
+        text = (
+            f"skylift standby controller (pid {child.pid}) waiting for the lease of epoch "
+            f"{info.get('epoch')}; it takes over when that controller stops; log: {log_path}"
+            if state == "waiting"
+            else f"skylift standby controller (pid {child.pid}) took the lease (epoch "
+            f"{info.get('epoch')}) and is active; log: {log_path}"
+        )
+        emit({**info, "log": str(log_path)}, output, text)
+        return EXIT_OK
+    typer.echo(
+        f"error: the standby did not report within {timeout:.0f}s (pid {child.pid}); see "
+        f"{log_path}",
+        err=True,
+    )
+    return EXIT_FAILURE
+
+
 @app.command()
 def down(
     config: ConfigOpt = Path("skylift.yaml"),
@@ -235,7 +294,8 @@ async def _down_offline(loaded: LoadedConfig) -> None:
 
     store = Store.open(loaded.store_url)
     try:
-        with store.acquire_controller_lock(owner=f"down:{os.getpid()}"):
+        # a long lease: nobody renews it while replicas stop (a crash frees it at once)
+        with store.acquire_controller_lock(owner=f"down:{os.getpid()}", duration=3600) as lock:
             controller = build_controller(loaded, store)
             for name, spec in loaded.config.services.items():
                 backend = controller.backends[name]
@@ -243,6 +303,7 @@ async def _down_offline(loaded: LoadedConfig) -> None:
                     await backend.stop(replica, spec.stop_grace)
                     store.delete_replica(replica.id)
             await controller.balancer.stop()
+            await asyncio.to_thread(lock.release, down=True)  # no standby starts it again
     finally:
         store.close()
 
@@ -258,7 +319,7 @@ def status(config: ConfigOpt = Path("skylift.yaml"), output: OutputOpt = Output.
             data = api.get("/api/v1/services")
         except ControllerUnreachable as exc:
             raise fail(str(exc)) from None
-    lines = []
+    lines = _lease_lines(data.get("controller") or {})
     for name, svc in data["services"].items():
         lines.append(
             f"{name}  {svc['ready']}/{svc['desired']} ready  {svc.get('state', '')}  "
@@ -273,6 +334,18 @@ def status(config: ConfigOpt = Path("skylift.yaml"), output: OutputOpt = Output.
         for r in svc["replicas"]:
             lines.append(f"  {r['id']:<14} {r['state']:<10} pid {r['pid']!s:<8} {r['address']}")
     emit(data, output, "\n".join(lines))
+
+
+def _lease_lines(controller: dict[str, Any]) -> list[str]:
+    """Who acts: the active controller's epoch and holder (standbys wait without an API)."""
+    if controller.get("epoch") is None:
+        return []
+    holder = controller.get("holder") or {}
+    valid = "" if controller.get("lease_valid") else " (lease not renewed: acting on nothing)"
+    return [
+        f"controller  {controller.get('role')}, epoch {controller['epoch']}, pid "
+        f"{holder.get('pid')} on {holder.get('host')}{valid}"
+    ]
 
 
 @app.command()

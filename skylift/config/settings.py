@@ -62,3 +62,9 @@ class StoreSettings(Model):
     url: str | None = Field(
         None, description="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db"
     )
+    lease: Duration = Field(
+        10.0,
+        ge=1.0,
+        description="controller lease: renewed every tick; a standby takes over after it "
+        "expires (a third of it when the holder's process is gone)",
+    )

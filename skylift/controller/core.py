@@ -18,6 +18,7 @@ from skylift.backends.base import BackendError, Refreshable
 from skylift.config import LoadedConfig
 from skylift.controller.autoscaler import Autoscaler, reason_label
 from skylift.controller.budget import ceiling_of
+from skylift.controller.fence import Fence
 from skylift.controller.history import HistoryKeeper
 from skylift.controller.liveness import Liveness, ReportsWaits
 from skylift.controller.protocols import Backend, Balancer, EventSource
@@ -81,6 +82,7 @@ class Controller:
         self.history = HistoryKeeper(store, self.autoscalers, self.recorder, writer=self.writer)
         self.liveness = self._make_liveness()
         self._unreachable: dict[str, str] = {}  # service -> error of its backend's refresh
+        self.fence: Fence | None = None  # the lease every action needs (set by the daemon)
 
     # -- start-up ---------------------------------------------------------
 
@@ -459,7 +461,11 @@ class Controller:
                     for r in sorted(loop.replicas(), key=lambda r: r.id)
                 ],
             }
-        return {"services": services, "controller": {"live": self.live()}}
+        return {"services": services, "controller": {"live": self.live(), **self.lease_status()}}
+
+    def lease_status(self) -> dict[str, Any]:
+        """Role, epoch and holder of the controller lease, when this controller is fenced."""
+        return self.fence.status() if self.fence is not None else {}
 
 
 def _beat(service: str) -> str:

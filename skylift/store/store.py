@@ -19,7 +19,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from skylift.model import Replica, ReplicaState
 from skylift.store import migrate
 from skylift.store.history import History
-from skylift.store.lock import ControllerLock, FileControllerLock, PostgresControllerLock
+from skylift.store.lease import (
+    DEFAULT_DURATION,
+    FilePersonalLock,
+    Lease,
+    PersonalLock,
+    PgPersonalLock,
+    identity,
+    new_token,
+    pg_lease_engine,
+)
+from skylift.store.lock import ControllerAlreadyRunning
 from skylift.store.records import Decision, Event, ServiceState
 from skylift.store.tables import DecisionRow, EventRow, ReplicaRow, ServiceRow
 from skylift.store.urls import default_url, masked, parse_url
@@ -97,11 +107,51 @@ class Store:
 
     # -- controller lock -----------------------------------------------------
 
-    def acquire_controller_lock(self, owner: str) -> ControllerLock:
-        """Become the one controller of this store, or raise ControllerAlreadyRunning."""
+    def controller_lease(
+        self,
+        owner: str,
+        *,
+        duration: float = DEFAULT_DURATION,
+        monotonic: Clock = time.monotonic,
+    ) -> Lease:
+        """A claim on the controller lease, not yet taken (see ``skylift.store.lease``)."""
+        token = new_token()
+        personal: PersonalLock
         if self.dialect == "postgresql":
-            return PostgresControllerLock.acquire(self._engine, owner, self.url)
-        return FileControllerLock.acquire(self._state_dir / "controller.lock", owner)
+            engine = pg_lease_engine(self._engine.url, owner)
+            personal = PgPersonalLock(engine, token)
+            return Lease(
+                engine,
+                personal,
+                identity(owner),
+                duration=duration,
+                clock=self._clock,
+                monotonic=monotonic,
+                own_engine=True,
+            )
+        personal = FilePersonalLock(self._state_dir, token, owner)
+        return Lease(
+            self._engine,
+            personal,
+            identity(owner),
+            duration=duration,
+            clock=self._clock,
+            monotonic=monotonic,
+        )
+
+    def acquire_controller_lock(self, owner: str, *, duration: float = DEFAULT_DURATION) -> Lease:
+        """Become the one controller of this store, or raise ControllerAlreadyRunning."""
+        lease = self.controller_lease(owner, duration=duration)
+        try:
+            taken = lease.try_take()
+        except BaseException:
+            lease.release()
+            raise
+        if not taken:
+            holder = lease.current.holder if lease.current else {}
+            lease.release()
+            raise ControllerAlreadyRunning(self.url, holder)
+        return lease
 
     # -- replicas ------------------------------------------------------------
 

@@ -118,3 +118,24 @@ class ScalingEventRow(Base):
     min: Mapped[int | None] = mapped_column(Integer)
     multiplier: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class LeaseRow(Base):
+    """The controller lease: one row per lease name, rewritten on every renewal.
+
+    ``epoch`` grows by one at every take-over (the fencing token stamped on actions);
+    ``serial`` grows at every write, so a take-over is a compare-and-swap on it.
+    Times are the database's clock (PostgreSQL) or the host's (SQLite).
+    """
+
+    __tablename__ = "controller_lease"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer)
+    serial: Mapped[int] = mapped_column(Integer)
+    token: Mapped[str] = mapped_column(String(64))
+    holder: Mapped[dict[str, Any]] = mapped_column(Json)
+    duration: Mapped[float] = mapped_column(Float)
+    acquired_at: Mapped[float] = mapped_column(Float)
+    renewed_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)

@@ -109,7 +109,7 @@ def test_advisory_lock_freed_when_holder_process_is_killed(
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(ControllerAlreadyRunning) as err:
             store.acquire_controller_lock("me")
-        assert err.value.holder["pid"] == str(holder.pid)
+        assert err.value.holder["pid"] == holder.pid
         holder.kill()
         holder.wait(timeout=10)
         # the server notices the dead connection; poll until the lock is free

@@ -158,5 +158,7 @@ def test_configured_count_is_kept_beside_desired(store: Store) -> None:
 
 def test_open_by_url_alone_puts_the_lock_beside_the_database(tmp_path: Path) -> None:
     with Store.open(f"sqlite:///{tmp_path / 'db' / 'skylift.db'}") as opened:
-        opened.acquire_controller_lock("me").release()
-    assert (tmp_path / "db" / "controller.lock").exists()
+        lease = opened.acquire_controller_lock("me")
+        assert list((tmp_path / "db").glob("controller-*.lock"))  # the holder's personal lock
+        lease.release()
+    assert not list((tmp_path / "db").glob("controller-*.lock"))  # removed on release

@@ -187,7 +187,7 @@ class Controller:
         while not stop.is_set():
             try:
                 await self.collector.collect(self.clock())
-            except Exception as exc:  # a bug in a source: throttled, and autoscaling holds
+            except Exception as exc:  # a bug in the collector itself: throttled; autoscaling holds
                 errors += 1
                 delay = min(MAX_ERROR_BACKOFF, self.config.interval * 2**errors)
                 log.exception("collect_failed", retry_in=delay)
@@ -201,6 +201,13 @@ class Controller:
                 continue
             errors = 0
             for change in self.collector.transitions():
+                if change.bug is not None:  # one (source, service) fails alone; log the bug
+                    log.error(
+                        "metric_source_bug",
+                        source=change.source,
+                        service=change.service,
+                        exc_info=change.bug,
+                    )
                 self.recorder.event(
                     f"metrics_source_{change.kind}",
                     change.message,

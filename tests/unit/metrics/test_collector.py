@@ -109,10 +109,61 @@ async def test_slow_source_times_out_as_a_failure() -> None:
     assert "did not answer within 0.01s" in change.message
 
 
-async def test_a_bug_in_a_source_is_not_hidden() -> None:
+async def test_one_source_raising_for_one_service_leaves_the_others_on_time() -> None:
+    """Finding 9: a source that raises for service A (an outage or a bug) fails
+    (that source, A) alone; every other pair keeps a sample at every tick."""
+    collector, stats, proc = make()
+    stats.answer["api"] = {"rps": 4.0, "connections": 1.0}
+    proc.answer["web"] = proc.answer["api"] = {"cpu": 0.5}
+    stats.answer["web"] = KeyError("bug")  # not a SourceError: a bug in the source
+    ticks = [float(t) for t in range(6)]
+    for t in ticks:  # the clock is the argument: no sleep, no wall time
+        obs = await collector.collect(t)
+        assert obs["web"].rps is None and obs["web"].connections is None  # MISSING at once
+    api_rps = obs["api"].rps
+    assert api_rps is not None and list(api_rps.times) == ticks  # on time, every tick
+    for service in ("web", "api"):
+        cpu = obs[service].cpu
+        assert cpu is not None and list(cpu.times) == ticks
+    (change,) = collector.transitions()  # a bug fails its pair at once, said once
+    assert (change.source, change.service, change.kind, change.at) == (
+        "haproxy-stats",
+        "web",
+        "failing",
+        0.0,
+    )
+    assert isinstance(change.bug, KeyError)  # the controller logs its traceback
+    assert "raised KeyError('bug') for web" in change.message
+    health = {(h.source, h.service): (h.failing, h.errors) for h in collector.health()}
+    assert health == {
+        ("haproxy-stats", "web"): (True, 6),
+        ("haproxy-stats", "api"): (False, 0),
+        ("process", "web"): (False, 0),
+        ("process", "api"): (False, 0),
+    }
+    stats.answer["web"] = {"rps": 2.0, "connections": 1.0}
+    obs = await collector.collect(6.0)
+    assert obs["web"].rps is not None
+    (back,) = collector.transitions()
+    assert (back.kind, back.service, back.bug) == ("recovered", "web", None)
+
+
+async def test_an_outage_for_one_service_leaves_the_others_on_time() -> None:
     collector, stats, _ = make()
-    stats.answer["web"] = KeyError("bug")
-    with pytest.raises(KeyError):
+    stats.answer["api"] = {"rps": 4.0}
+    stats.answer["web"] = SourceError("backend be_web is not in HAProxy's stats")
+    for t in range(5):
+        obs = await collector.collect(float(t))
+    assert obs["web"].rps is None
+    api_rps = obs["api"].rps
+    assert api_rps is not None and list(api_rps.times) == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert [(c.service, c.kind) for c in collector.transitions()] == [("web", "failing")]
+
+
+async def test_cancellation_is_not_a_source_failure() -> None:
+    collector, stats, _ = make()
+    stats.answer["web"] = asyncio.CancelledError()
+    with pytest.raises(asyncio.CancelledError):
         await collector.collect(0.0)
 
 

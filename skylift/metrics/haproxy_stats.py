@@ -14,6 +14,7 @@ import io
 import itertools
 from collections import deque
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from skylift.metrics.base import SourceError
@@ -73,6 +74,23 @@ class CounterRate:
             self.resets += 1
             increase = value
         return increase / (t - last[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Traffic:
+    """What HAProxy counted for a backend in a window, and what is still running now.
+
+    A request is counted when it starts and logged when it ends, so up to
+    ``in_flight`` of the ``counted`` requests cannot have a log line yet.
+    """
+
+    counted: int
+    in_flight: int
+
+    @property
+    def finished(self) -> int:
+        """Requests that must have ended (so been logged) within the window, at least."""
+        return max(0, self.counted - self.in_flight)
 
 
 class CounterHistory:
@@ -189,18 +207,23 @@ class HAProxyStatsSource:
         history.add(now, counter)
         return counter
 
-    async def requests(self, service: str, now: float, window: float) -> int | None:
+    async def requests(self, service: str, now: float, window: float) -> Traffic | None:
         """Requests HAProxy counted for ``service`` in the last ``window`` seconds.
 
         None until two polls lie in the window (too early to tell); raises
-        :class:`SourceError` when HAProxy cannot be asked. A request is counted
-        when it starts, logged when it ends: a request still running is
-        counted here before its log line exists.
+        :class:`SourceError` when HAProxy cannot be asked.
         """
-        self._count(service, self._summary(await self._rows(now), service), now)
+        rows = await self._rows(now)
+        summary = self._summary(rows, service)
+        self._count(service, summary, now)
         history = self._counts[service]
         history.keep = max(history.keep, window)
-        return history.increase(now, window)
+        counted = history.increase(now, window)
+        if counted is None:
+            return None
+        backend = self.backend_of(service)
+        queued = sum(_int(r, "qcur") or 0 for r in rows if r.get("pxname") == backend)
+        return Traffic(counted, (_int(summary, "scur") or 0) + queued)
 
     async def sample(self, service: str, now: float) -> Mapping[str, float]:
         rows = await self._rows(now)

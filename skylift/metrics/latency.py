@@ -24,6 +24,7 @@ from typing import cast
 
 from skylift.metrics.base import SourceError
 from skylift.metrics.haproxy_log import parse_line
+from skylift.metrics.haproxy_stats import Traffic
 from skylift.metrics.quantiles import SlidingQuantiles
 
 RECEIVE_BUFFER = 4 * 1024 * 1024
@@ -199,8 +200,8 @@ class LogSocket:
             self.path.unlink()
 
 
-Traffic = Callable[[str, float, float], Awaitable[int | None]]
-"""``traffic(service, now, window)``: requests HAProxy counted in the window (None: unknown).
+TrafficProbe = Callable[[str, float, float], Awaitable[Traffic | None]]
+"""``traffic(service, now, window)``: what HAProxy counted in the window (None: too early).
 
 :meth:`HAProxyStatsSource.requests` is one; it raises ``SourceError`` when it cannot tell.
 """
@@ -211,12 +212,15 @@ class LatencySource:
 
     Fails closed. With log lines in the window, their p95. Without any:
 
-    - ``traffic`` says HAProxy counted no request in the window: 0.0 (an idle
-      service has no latency problem, and a MISSING p95 would block scale-in);
-    - ``traffic`` says HAProxy counted requests: the log pipeline lost them,
-      so :class:`SourceError` (the collector makes p95 MISSING, with an event);
+    - ``traffic`` says HAProxy counted no request in the window and none is
+      running: 0.0 (an idle service has no latency problem, and a MISSING p95
+      would block scale-in);
+    - ``traffic`` says requests ended in the window: the log pipeline lost
+      their lines, so :class:`SourceError` (the collector makes p95 MISSING,
+      with an event);
     - ``traffic`` cannot ask HAProxy: :class:`SourceError` too (cannot see);
-    - no ``traffic``, or too early to tell: no sample (MISSING, no failure).
+    - requests counted but all still running (no line can exist yet), no
+      ``traffic``, or too early to tell: no sample (MISSING, no failure).
 
     A removed, replaced or closed log socket is a :class:`SourceError` at once.
     """
@@ -229,7 +233,7 @@ class LatencySource:
         log_socket: LogSocket | None = None,
         quantile: float = 0.95,
         metric: str = "p95_latency",
-        traffic: Traffic | None = None,
+        traffic: TrafficProbe | None = None,
     ) -> None:
         self.tracker = tracker
         self.log_socket = log_socket
@@ -255,22 +259,25 @@ class LatencySource:
             return {}
         window = self.tracker.window
         try:
-            requests = await self.traffic(service, now, window)
+            seen = await self.traffic(service, now, window)
         except SourceError as exc:
             raise SourceError(
                 f"no log line for {service} in {window:g}s and HAProxy cannot say whether it "
                 f"had traffic ({exc.what})",
                 exc.hint,
             ) from exc
-        if requests is None:
+        if seen is None:
             return {}
-        if requests > 0:
+        if seen.finished > 0:
             raise SourceError(
-                f"HAProxy counted {requests} request(s) for {service} in the last {window:g}s "
-                "but no log line arrived: the log pipeline is broken",
+                f"HAProxy counted {seen.counted} request(s) for {service} in the last "
+                f"{window:g}s ({seen.in_flight} still running) but no log line arrived: "
+                "the log pipeline is broken",
                 f"check that HAProxy logs to {sock.path if sock else 'the log socket'} "
                 "(`log` in haproxy.cfg) and look for DroppedLogs in `show info`",
             )
+        if seen.counted > 0 or seen.in_flight > 0:
+            return {}  # requests running, none ended yet: no latency to report so far
         return {self.metric: 0.0}
 
 

@@ -11,6 +11,7 @@ from skylift.metrics.haproxy_stats import (
     CounterHistory,
     CounterRate,
     HAProxyStatsSource,
+    Traffic,
     parse_stat_rows,
 )
 
@@ -149,14 +150,15 @@ async def test_requests_share_the_poll_with_sample() -> None:
     runtime.answers = [
         csv_answer(("be_web", "BACKEND", 0, 0, 40, "1000")),
         csv_answer(("be_web", "BACKEND", 0, 0, 41, "1000")),
-        csv_answer(("be_web", "BACKEND", 0, 0, 42, "1007")),
+        csv_answer(("be_web", "BACKEND", 1, 2, 42, "1007"), ("be_web", "r1", 1, 2, 20, "")),
         SocketUnavailable(STAT_COMMAND, "/x/haproxy.sock: [Errno 2] No such file"),
     ]
     source = HAProxyStatsSource(runtime, backend_of=lambda s: f"be_{s}")
     assert await source.requests("web", 1.0, 30.0) is None  # one reading
     await source.sample("web", 1.0)
     assert len(runtime.commands) == 1  # cached for the tick
-    assert await source.requests("web", 2.0, 30.0) == 0  # idle
-    assert await source.requests("web", 3.0, 30.0) == 7
+    assert await source.requests("web", 2.0, 30.0) == Traffic(0, 0)  # idle
+    seen = await source.requests("web", 3.0, 30.0)  # 2 running, 1 + 1 queued
+    assert seen == Traffic(counted=7, in_flight=4) and seen.finished == 3
     with pytest.raises(SourceError, match="No such file"):
         await source.requests("web", 4.0, 30.0)

@@ -90,7 +90,9 @@ def test_autoscales_from_promql_through_a_real_prometheus(
         # HAProxy's target goes down while the load still runs, then the load stops:
         # the query answers no series, which must hold the count, not read as 0 rps.
         prometheus.configure({**jobs, "haproxy": Job(("127.0.0.1:1",))})
+        down_at = time.monotonic()
         wait_for(lambda: prometheus_events(d, "failing"), 30, "a failing event for prometheus")
+        detected = time.monotonic() - down_at
         load.stop()
         failing = prometheus_events(d, "failing")[0]
         assert "returned no series" in failing["message"], failing["message"]
@@ -114,7 +116,12 @@ def test_autoscales_from_promql_through_a_real_prometheus(
     report = load.result()
 
     prometheus.configure(jobs)  # the target is back: the idle service scales in
+    back_at = time.monotonic()
     wait_for(lambda: prometheus_events(d, "recovered"), 30, "the prometheus source to recover")
+    recovered = time.monotonic() - back_at
     wait_for(lambda: d.service()["desired"] == 1, 60, "scale-in once Prometheus sees again")
-    print(f"prometheus e2e: sent {report.sent}, failed {report.errors}")
+    print(
+        f"prometheus e2e: sent {report.sent}, failed {report.errors}; failing event "
+        f"{detected:.1f}s after the target went down, recovered {recovered:.1f}s after it was back"
+    )
     assert report.errors == 0, report.errors_by_kind

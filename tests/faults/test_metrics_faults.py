@@ -79,12 +79,14 @@ def test_cut_log_pipeline_under_traffic_is_missing_p95_and_no_scale_in(deploy: D
         # the load falls to "1 replica" as the log pipeline is cut (HAProxy logs to the
         # path: every line now goes nowhere); the down window keeps 3 until p95 is MISSING
         log_socket.rename(cut)
+        cut_at = time.monotonic()
         try:
             wait_for(
                 lambda: source_events(d, "failing", "haproxy-log"),
                 20,
                 "a metrics_source_failing event for the haproxy-log source",
             )
+            detected = time.monotonic() - cut_at
             failing = source_events(d, "failing", "haproxy-log")[0]
             assert failing["level"] == "warning"
             assert "p95_latency MISSING" in failing["message"], failing["message"]
@@ -116,14 +118,19 @@ def test_cut_log_pipeline_under_traffic_is_missing_p95_and_no_scale_in(deploy: D
             assert any(c["stage"] == "missing data" for c in explained["clamps"]), explained
         finally:
             cut.rename(log_socket)
+        restored_at = time.monotonic()
         wait_for(
             lambda: source_events(d, "recovered", "haproxy-log"),
             20,
             "the haproxy-log source to recover once the socket is back",
         )
+        recovered = time.monotonic() - restored_at
         wait_for(lambda: d.service()["desired"] == 1, 40, "scale-in once p95 is seen again")
         load.stop()
     report = load.result()
     sent, failed = high_report.sent + report.sent, high_report.errors + report.errors
-    print(f"cut log pipeline: sent {sent}, failed {failed}")
+    print(
+        f"cut log pipeline: sent {sent}, failed {failed}; failing event {detected:.1f}s "
+        f"after the cut, recovered event {recovered:.1f}s after the socket was back"
+    )
     assert failed == 0, (high_report.errors_by_kind, report.errors_by_kind)

@@ -68,31 +68,33 @@ class Collector:
                     )
 
     async def collect(self, now: float) -> dict[str, Observations]:
-        """Poll every (source, service) pair concurrently; the engine's view of each service."""
+        """Poll every (source, service) pair concurrently; the engine's view of each service.
+
+        Each pair records its own outcome the moment it has one, so a pair that
+        is slow (up to ``timeout``) delays no other pair's samples.
+        """
         pairs = [(self._by_name[name], service) for name, service in self._health]
-        results = await asyncio.gather(
-            *(self._poll(source, service, now) for source, service in pairs),
-            return_exceptions=True,
-        )
-        for (source, service), result in zip(pairs, results, strict=True):
-            health = self._health[(source.name, service)]
-            if isinstance(result, SourceError):
-                change = health.failed(now, result)
-            elif isinstance(result, Exception):
-                error = SourceError(
-                    f"{source.name} raised {result!r} for {service}",
-                    "a bug in skylift: report it with the controller log (it has the traceback)",
-                )
-                change = health.failed(now, error, bug=result)
-            elif isinstance(result, BaseException):
-                raise result  # cancelled, or the interpreter is exiting
-            else:
-                for metric, value in result.items():
-                    self.store.add(service, metric, now, value)
-                change = health.ok(now)
-            if change is not None:
-                self._pending.append(change)
+        await asyncio.gather(*(self._collect_pair(src, service, now) for src, service in pairs))
         return {service: self.observations(service, now) for service in self.services}
+
+    async def _collect_pair(self, source: MetricSource, service: str, now: float) -> None:
+        health = self._health[(source.name, service)]
+        try:
+            result = await self._poll(source, service, now)
+        except SourceError as exc:
+            change = health.failed(now, exc)
+        except Exception as exc:  # a bug in one source: that pair fails, logged via `bug`
+            error = SourceError(
+                f"{source.name} raised {exc!r} for {service}",
+                "a bug in skylift: report it with the controller log (it has the traceback)",
+            )
+            change = health.failed(now, error, bug=exc)
+        else:
+            for metric, value in result.items():
+                self.store.add(service, metric, now, value)
+            change = health.ok(now)
+        if change is not None:
+            self._pending.append(change)
 
     async def _poll(self, source: MetricSource, service: str, now: float) -> Mapping[str, float]:
         try:

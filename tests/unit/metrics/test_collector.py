@@ -11,6 +11,7 @@ from skylift.engine.model import Series
 from skylift.metrics.base import SourceError
 from skylift.metrics.collector import Collector
 from skylift.metrics.window import MetricStore
+from tests.polling import wait_for_async
 
 
 class ScriptedSource:
@@ -199,3 +200,29 @@ def test_store_is_bounded_by_age_and_count() -> None:
     cpu = store.observations("web", 50.0).cpu
     assert cpu is not None and list(cpu.values) == [0.2]
     assert store.observations("web", 50.0, missing=["cpu"]).cpu is None
+
+
+async def test_a_slow_pair_does_not_hold_back_the_others() -> None:
+    """A source stuck for service A (up to the timeout) delays no sample of service B."""
+
+    class StuckForWeb:
+        name = "haproxy-stats"
+        release = asyncio.Event()
+
+        def provides(self, service: str) -> frozenset[str]:
+            return frozenset({"rps"})
+
+        async def sample(self, service: str, now: float) -> Mapping[str, float]:
+            if service == "web":
+                await self.release.wait()
+            return {"rps": 3.0}
+
+    source = StuckForWeb()
+    collector = Collector(["web", "api"], [source], interval=1.0, timeout=60.0)
+    poll = asyncio.create_task(collector.collect(7.0))
+    await wait_for_async(lambda: "rps" in collector.latest("api"), 5, "api's sample")
+    assert collector.latest("api") == {"rps": (7.0, 3.0)}  # stored while web still waits
+    assert not poll.done()
+    source.release.set()
+    obs = await poll
+    assert obs["web"].rps is not None

@@ -35,10 +35,10 @@ POLICY: dict[str, Any] = {
 }
 
 
-def prometheus_events(d: Deployment, kind: str) -> list[dict[str, Any]]:
+def prometheus_events(d: Deployment, kind: str, service: str = "web") -> list[dict[str, Any]]:
     return [
         e
-        for e in d.events("web")
+        for e in d.events(service)
         if e["kind"] == f"metrics_source_{kind}"
         and (e.get("data") or {}).get("source") == "prometheus"
     ]
@@ -53,9 +53,12 @@ def test_autoscales_from_promql_through_a_real_prometheus(
     deploy: Deploy, prometheus_factory: Callable[[], PrometheusServer]
 ) -> None:
     prometheus = prometheus_factory()
-    d = deploy({"web": web_service(replicas=1)})
+    d = deploy({"web": web_service(replicas=1), "api": web_service(replicas=2)})
     d.services["web"]["autoscale"] = POLICY
     d.services["web"]["prometheus"] = {"rps": QUERY}
+    # api's query is broken PromQL: a query error, which must hold api at 2, not read as 0
+    d.services["api"]["autoscale"] = POLICY
+    d.services["api"]["prometheus"] = {"rps": QUERY.replace("be_web", "be_api")[:-1]}
     d.settings = {
         "interval": "1s",
         "metrics": {"window": "4s", "prometheus_url": prometheus.url},
@@ -80,6 +83,9 @@ def test_autoscales_from_promql_through_a_real_prometheus(
         "skylift_replicas_desired in Prometheus",
     )
     assert value(prometheus, 'skylift_metric_source_up{source="prometheus",service="web"}') == 1
+    wait_for(lambda: prometheus_events(d, "failing", "api"), 30, "api's query error reported")
+    broken = prometheus_events(d, "failing", "api")[0]
+    assert "bad_data" in broken["message"], broken["message"]
 
     plan = constant_plan(d.frontend(), "/work?ms=5", rps=25, duration=120)
     with run_load_in_thread(plan) as load:
@@ -120,6 +126,9 @@ def test_autoscales_from_promql_through_a_real_prometheus(
     wait_for(lambda: prometheus_events(d, "recovered"), 30, "the prometheus source to recover")
     recovered = time.monotonic() - back_at
     wait_for(lambda: d.service()["desired"] == 1, 60, "scale-in once Prometheus sees again")
+    api = json.loads(d.cli("explain", "api", "-o", "json").stdout)
+    assert {"source": "prometheus", "metrics": ["rps"]} in api["failing_sources"]
+    assert api["inputs"]["rps"] is None and d.service("api")["desired"] == 2  # never scaled in
     print(
         f"prometheus e2e: sent {report.sent}, failed {report.errors}; failing event "
         f"{detected:.1f}s after the target went down, recovered {recovered:.1f}s after it was back"

@@ -150,13 +150,16 @@ class LogSocket:
     """The bound socket and its receiver; :meth:`close` removes the socket file."""
 
     def __init__(
-        self, path: Path, transport: asyncio.DatagramTransport, receiver: LogReceiver
+        self,
+        path: Path,
+        transport: asyncio.DatagramTransport,
+        receiver: LogReceiver,
+        inode: tuple[int, int],
     ) -> None:
         self.path = path
         self.transport = transport
         self.receiver = receiver
-        bound = os.stat(path)
-        self.inode = (bound.st_dev, bound.st_ino)
+        self.inode = inode  # (st_dev, st_ino) of the file bind() made: is it still ours?
 
     def problem(self) -> str | None:
         """Why HAProxy's log lines cannot reach the receiver, or None.
@@ -184,11 +187,12 @@ class LogSocket:
         receiver = LogReceiver(tracker, clock)
         loop = asyncio.get_running_loop()
         try:
+            bound = os.stat(path)  # the file bind() just made
             transport, _ = await loop.create_datagram_endpoint(lambda: receiver, sock=sock)
         except BaseException:
             sock.close()
             raise
-        return cls(path, transport, receiver)
+        return cls(path, transport, receiver, (bound.st_dev, bound.st_ino))
 
     @property
     def is_open(self) -> bool:

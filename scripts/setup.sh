@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
+need_bare=()  # installed without their recommended packages
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 if [ "${SKYLIFT_SETUP_DEV:-0}" = 1 ]; then
   # integration tests start a throwaway PostgreSQL
@@ -15,13 +16,23 @@ if [ "${SKYLIFT_SETUP_DEV:-0}" = 1 ]; then
   # the docker backend's tests run a real dockerd and build a tiny image from static busybox
   command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
   dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+  # the Prometheus tests start their own throwaway server (/usr/bin/prometheus) on a free
+  # port with their own config; the package's service (:9090, on systemd hosts) is not used.
+  # No recommends: they would add (and start) prometheus-node-exporter.
+  command -v prometheus >/dev/null 2>&1 || need_bare+=(prometheus)
 fi
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "setup: installing system packages with apt: ${need[*]}" >&2
+if [ $((${#need[@]} + ${#need_bare[@]})) -gt 0 ]; then
+  echo "setup: installing system packages with apt: ${need[*]} ${need_bare[*]}" >&2
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+  if [ ${#need[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+  if [ ${#need_bare[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+      "${need_bare[@]}" >/dev/null
+  fi
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -52,6 +52,7 @@ from skylift.metrics import (
     backend_map,
 )
 from skylift.metrics.docker_stats import ContainerStats, DockerStatsSource
+from skylift.metrics.exported import SourceHealthMetrics
 from skylift.metrics.override import Without
 from skylift.model import Replica
 from skylift.store import ControllerAlreadyRunning, Store
@@ -139,11 +140,13 @@ async def attach_collector(
     raw = {n: unfenced(b) for n, b in controller.backends.items()}
     engines = {n: b for n, b in raw.items() if isinstance(b, ContainerStats)}
     processes = {n: r for n, r in requests.items() if n not in engines}
+    stats = HAProxyStatsSource(balancer.runtime, backend_of=backend_name)
     sources: list[MetricSource] = [
         ProcessStatsSource(replicas, processes),
         DockerStatsSource(replicas, {n: requests[n] for n in engines if n in requests}, engines),
-        HAProxyStatsSource(balancer.runtime, backend_of=backend_name),
-        LatencySource(tracker, log_socket, idle_value=0.0),
+        stats,
+        # p95 reads 0 only when HAProxy counted no request: fails closed on a lost log
+        LatencySource(tracker, log_socket, traffic=stats.requests),
     ]
     queries = {
         n: {str(metric): q for metric, q in s.prometheus.items()}
@@ -167,6 +170,7 @@ async def attach_collector(
         stale_after=config.metrics.stale_after,
         retention=longest_rule(config) + config.metrics.window,
     )
+    controller.metrics.registry.register(SourceHealthMetrics(controller.collector.health))
 
 
 def longest_rule(config: SkyliftConfig) -> float:

@@ -10,6 +10,7 @@ pytest_plugins = [
     "tests.fixtures.swarm",
     "tests.fixtures.redis",
     "tests.fixtures.pg_replica",
+    "tests.fixtures.prometheus",
 ]
 
 

@@ -211,7 +211,7 @@ class Controller:
             try:
                 with self.liveness.waiting("collector", "a pass over the metric sources"):
                     await self.collector.collect(self.clock())
-            except Exception as exc:  # a bug in a source: throttled, and autoscaling holds
+            except Exception as exc:  # a bug in the collector itself: throttled; autoscaling holds
                 self.liveness.failing("collector", "a retry of its failed pass", repr(exc))
                 errors += 1
                 delay = min(MAX_ERROR_BACKOFF, self.config.interval * 2**errors)
@@ -227,6 +227,13 @@ class Controller:
             errors = 0
             self.liveness.ok("collector")
             for change in self.collector.transitions():
+                if change.bug is not None:  # one (source, service) fails alone; log the bug
+                    log.error(
+                        "metric_source_bug",
+                        source=change.source,
+                        service=change.service,
+                        exc_info=change.bug,
+                    )
                 self.recorder.event(
                     f"metrics_source_{change.kind}",
                     change.message,

@@ -10,7 +10,7 @@ Errors a source raises (the collector catches exactly these)::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 
@@ -54,6 +54,8 @@ class SourceTransition:
     at: float
     message: str
     metrics: tuple[str, ...] = ()
+    bug: BaseException | None = field(default=None, compare=False)
+    """The unexpected exception (not a :class:`SourceError`) behind a "failing", to log."""
 
     def __str__(self) -> str:
         return self.message

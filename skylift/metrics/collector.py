@@ -22,7 +22,12 @@ class Collector:
     - a poll that takes longer than ``timeout`` seconds is a failure;
     - a source with no fresh sample for ``stale_after`` intervals is failing:
       its metrics are MISSING and one "failing" transition is emitted, then
-      one "recovered" when it answers again.
+      one "recovered" when it answers again;
+    - every (source, service) pair fails alone: a source that raises for one
+      service, even with an unexpected exception (a bug), makes only that
+      service's metrics from that source MISSING; the others keep their
+      samples. A bug fails its pair at once and rides on the transition
+      (``bug``), so the controller logs its traceback.
     """
 
     def __init__(
@@ -63,29 +68,33 @@ class Collector:
                     )
 
     async def collect(self, now: float) -> dict[str, Observations]:
-        """Poll every (source, service) pair concurrently; the engine's view of each service."""
+        """Poll every (source, service) pair concurrently; the engine's view of each service.
+
+        Each pair records its own outcome the moment it has one, so a pair that
+        is slow (up to ``timeout``) delays no other pair's samples.
+        """
         pairs = [(self._by_name[name], service) for name, service in self._health]
-        results = await asyncio.gather(
-            *(self._poll(source, service, now) for source, service in pairs),
-            return_exceptions=True,
-        )
-        unexpected: BaseException | None = None
-        for (source, service), result in zip(pairs, results, strict=True):
-            health = self._health[(source.name, service)]
-            if isinstance(result, SourceError):
-                change = health.failed(now, result)
-            elif isinstance(result, BaseException):
-                unexpected = unexpected or result
-                continue
-            else:
-                for metric, value in result.items():
-                    self.store.add(service, metric, now, value)
-                change = health.ok(now)
-            if change is not None:
-                self._pending.append(change)
-        if unexpected is not None:
-            raise unexpected  # a bug in a source, not an outage: let the controller see it
+        await asyncio.gather(*(self._collect_pair(src, service, now) for src, service in pairs))
         return {service: self.observations(service, now) for service in self.services}
+
+    async def _collect_pair(self, source: MetricSource, service: str, now: float) -> None:
+        health = self._health[(source.name, service)]
+        try:
+            result = await self._poll(source, service, now)
+        except SourceError as exc:
+            change = health.failed(now, exc)
+        except Exception as exc:  # a bug in one source: that pair fails, logged via `bug`
+            error = SourceError(
+                f"{source.name} raised {exc!r} for {service}",
+                "a bug in skylift: report it with the controller log (it has the traceback)",
+            )
+            change = health.failed(now, error, bug=exc)
+        else:
+            for metric, value in result.items():
+                self.store.add(service, metric, now, value)
+            change = health.ok(now)
+        if change is not None:
+            self._pending.append(change)
 
     async def _poll(self, source: MetricSource, service: str, now: float) -> Mapping[str, float]:
         try:
@@ -115,6 +124,10 @@ class Collector:
     def failing(self) -> list[SourceHealth]:
         """Every (source, service) currently failing, for status pages."""
         return [h for h in self._health.values() if h.failing]
+
+    def health(self) -> list[SourceHealth]:
+        """Every (source, service) pair polled, failing or not (for ``/metrics``)."""
+        return list(self._health.values())
 
     def latest(self, service: str) -> dict[str, tuple[float, float]]:
         """Newest ``(time, value)`` per metric of ``service``, custom metrics included."""

@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import itertools
+from collections import deque
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from skylift.metrics.base import SourceError
@@ -73,6 +76,55 @@ class CounterRate:
         return increase / (t - last[0])
 
 
+@dataclass(frozen=True, slots=True)
+class Traffic:
+    """What HAProxy counted for a backend in a window, and what is still running now.
+
+    A request is counted when it starts and logged when it ends, so up to
+    ``in_flight`` of the ``counted`` requests cannot have a log line yet.
+    """
+
+    counted: int
+    in_flight: int
+
+    @property
+    def finished(self) -> int:
+        """Requests that must have ended (so been logged) within the window, at least."""
+        return max(0, self.counted - self.in_flight)
+
+
+class CounterHistory:
+    """Recent ``(time, value)`` readings of a cumulative counter, for "how many in the window".
+
+    Bounded by ``keep`` seconds of age and ``max_points`` readings; a drop in
+    the counter is a reset (HAProxy reloaded), counted as in :class:`CounterRate`.
+    """
+
+    __slots__ = ("_points", "keep")
+
+    def __init__(self, keep: float, max_points: int = 4096) -> None:
+        self.keep = keep
+        self._points: deque[tuple[float, int]] = deque(maxlen=max_points)
+
+    def add(self, t: float, value: int) -> None:
+        points = self._points
+        if points and t <= points[-1][0]:
+            return  # same poll twice (two sources asked in one tick) or time went back
+        points.append((t, value))
+        while len(points) > 2 and points[1][0] <= t - self.keep:
+            points.popleft()
+
+    def increase(self, now: float, window: float) -> int | None:
+        """Counted in the readings inside ``[now - window, now]``; None with fewer than two."""
+        inside = [(t, v) for t, v in self._points if now - window <= t <= now]
+        if len(inside) < 2:
+            return None
+        total = 0
+        for (_, before), (_, after) in itertools.pairwise(inside):
+            total += after - before if after >= before else after
+        return total
+
+
 def _default_backend(service: str) -> str:
     from skylift.lb.render import backend_name  # lazy: lb may import metrics
 
@@ -83,7 +135,9 @@ class HAProxyStatsSource:
     """Metric source ``haproxy-stats``: rps, connections (``scur``), queue (``qcur``).
 
     One ``show stat`` per poll serves every service: the answer is cached for
-    the ``now`` it was fetched at.
+    the ``now`` it was fetched at. :meth:`requests` answers "did HAProxy
+    count requests for this service lately", which the latency source needs
+    to tell an idle service from a broken log pipeline.
     """
 
     name = "haproxy-stats"
@@ -102,6 +156,8 @@ class HAProxyStatsSource:
         self.backend_of = backend_of
         self.metrics = metrics
         self._rates: dict[str, CounterRate] = {}
+        self._counts: dict[str, CounterHistory] = {}
+        self.history = 300.0  # seconds of request counts kept for :meth:`requests`
         self._cache: tuple[float, list[dict[str, str]] | SourceError] | None = None
         self._lock = asyncio.Lock()
 
@@ -128,26 +184,60 @@ class HAProxyStatsSource:
                 "check that HAProxy is running (skylift status) and its stats socket exists",
             )
 
-    async def sample(self, service: str, now: float) -> Mapping[str, float]:
-        rows = await self._rows(now)
+    def _summary(self, rows: list[dict[str, str]], service: str) -> dict[str, str]:
         backend = self.backend_of(service)
-        mine = [r for r in rows if r.get("pxname") == backend]
-        summary = next((r for r in mine if r.get("svname") == "BACKEND"), None)
+        summary = next(
+            (r for r in rows if r.get("pxname") == backend and r.get("svname") == "BACKEND"), None
+        )
         if summary is None:
             raise SourceError(
                 f"backend {backend} is not in HAProxy's stats",
                 "the running HAProxy has an older config: reload it (skylift up)",
             )
+        return summary
+
+    def _count(self, service: str, summary: Mapping[str, str], now: float) -> int:
+        """The backend's cumulative request counter, also kept for :meth:`requests`."""
+        counter = _int(summary, "req_tot")
+        if counter is None:  # TCP mode: no HTTP requests, count sessions
+            counter = _int(summary, "stot") or 0
+        history = self._counts.get(service)
+        if history is None:
+            history = self._counts[service] = CounterHistory(self.history)
+        history.add(now, counter)
+        return counter
+
+    async def requests(self, service: str, now: float, window: float) -> Traffic | None:
+        """Requests HAProxy counted for ``service`` in the last ``window`` seconds.
+
+        None until two polls lie in the window (too early to tell); raises
+        :class:`SourceError` when HAProxy cannot be asked.
+        """
+        rows = await self._rows(now)
+        summary = self._summary(rows, service)
+        self._count(service, summary, now)
+        history = self._counts[service]
+        history.keep = max(history.keep, window)
+        counted = history.increase(now, window)
+        if counted is None:
+            return None
+        backend = self.backend_of(service)
+        queued = sum(_int(r, "qcur") or 0 for r in rows if r.get("pxname") == backend)
+        return Traffic(counted, (_int(summary, "scur") or 0) + queued)
+
+    async def sample(self, service: str, now: float) -> Mapping[str, float]:
+        rows = await self._rows(now)
+        summary = self._summary(rows, service)
+        backend = self.backend_of(service)
         out: dict[str, float] = {}
         if "connections" in self.metrics:
             out["connections"] = float(_int(summary, "scur") or 0)
         if "queue" in self.metrics:
             # The backend's own queue plus requests queued on a given server.
+            mine = (r for r in rows if r.get("pxname") == backend)
             out["queue"] = float(sum(_int(r, "qcur") or 0 for r in mine))
+        counter = self._count(service, summary, now)
         if "rps" in self.metrics:
-            counter = _int(summary, "req_tot")
-            if counter is None:  # TCP mode: no HTTP requests, count sessions
-                counter = _int(summary, "stot") or 0
             rate = self._rates.setdefault(service, CounterRate()).update(now, counter)
             if rate is not None:
                 out["rps"] = rate

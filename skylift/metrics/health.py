@@ -3,7 +3,9 @@
 Pure: fed the outcome of each poll, it returns a transition exactly when the
 state changes. A single failed poll is tolerated (its metrics keep their
 recent samples); the source is *failing* once it has produced no fresh
-sample for ``stale_after`` seconds, and its metrics are then MISSING.
+sample for ``stale_after`` seconds, and its metrics are then MISSING. An
+unexpected exception (a bug, not an outage) makes it failing at once: a bug
+does not go away by waiting, and its samples cannot be trusted.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ class SourceHealth:
     """Tracks one (source, service) pair; see the module docstring."""
 
     __slots__ = (
+        "errors",
         "failing",
         "last_error",
         "last_ok",
@@ -36,6 +39,7 @@ class SourceHealth:
         self.last_ok: float | None = None
         self.last_error: SourceError | None = None
         self.failing = False
+        self.errors = 0  # failed polls since start (exported as a counter)
 
     def ok(self, now: float) -> SourceTransition | None:
         """A poll succeeded at ``now``."""
@@ -56,15 +60,18 @@ class SourceHealth:
             self.metrics,
         )
 
-    def failed(self, now: float, error: SourceError) -> SourceTransition | None:
-        """A poll failed at ``now`` with ``error``."""
+    def failed(
+        self, now: float, error: SourceError, bug: BaseException | None = None
+    ) -> SourceTransition | None:
+        """A poll failed at ``now`` with ``error`` (``bug``: the unexpected exception behind it)."""
         if self.started is None:
             self.started = now
         self.last_error = error
+        self.errors += 1
         if self.failing:
             return None
         since = self.last_ok if self.last_ok is not None else self.started
-        if now - since < self.stale_after:
+        if bug is None and now - since < self.stale_after:
             return None
         self.failing = True
         lost = f"; {', '.join(self.metrics)} MISSING" if self.metrics else ""
@@ -80,4 +87,5 @@ class SourceHealth:
             now,
             f"source {self.source} for service {self.service} failing ({age}{lost}): {error}",
             self.metrics,
+            bug,
         )

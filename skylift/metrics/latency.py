@@ -17,13 +17,14 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
 from skylift.metrics.base import SourceError
 from skylift.metrics.haproxy_log import parse_line
+from skylift.metrics.haproxy_stats import Traffic
 from skylift.metrics.quantiles import SlidingQuantiles
 
 RECEIVE_BUFFER = 4 * 1024 * 1024
@@ -55,6 +56,8 @@ class LatencyTracker:
         relative_error: float = 0.02,
     ) -> None:
         self._service_of = dict(backends)
+        self.window = window - window / slots
+        """The shortest span the quantiles cover (a sub-window ages out at once)."""
         self._sketches = {
             service: SlidingQuantiles(window, slots, relative_error)
             for service in set(self._service_of.values())
@@ -147,11 +150,33 @@ class LogSocket:
     """The bound socket and its receiver; :meth:`close` removes the socket file."""
 
     def __init__(
-        self, path: Path, transport: asyncio.DatagramTransport, receiver: LogReceiver
+        self,
+        path: Path,
+        transport: asyncio.DatagramTransport,
+        receiver: LogReceiver,
+        inode: tuple[int, int],
     ) -> None:
         self.path = path
         self.transport = transport
         self.receiver = receiver
+        self.inode = inode  # (st_dev, st_ino) of the file bind() made: is it still ours?
+
+    def problem(self) -> str | None:
+        """Why HAProxy's log lines cannot reach the receiver, or None.
+
+        The receiver stopped, or the socket file is gone or replaced: HAProxy
+        sends to the path, so a removed file silently drops every line.
+        """
+        if not self.is_open:
+            error = self.receiver.error
+            return f"log socket {self.path} closed" + (f" ({error})" if error else "")
+        try:
+            now = os.stat(self.path)
+        except FileNotFoundError:
+            return f"log socket {self.path} was removed; HAProxy's log lines go nowhere"
+        if (now.st_dev, now.st_ino) != self.inode:
+            return f"log socket {self.path} was replaced by another file"
+        return None
 
     @classmethod
     async def open(
@@ -162,11 +187,12 @@ class LogSocket:
         receiver = LogReceiver(tracker, clock)
         loop = asyncio.get_running_loop()
         try:
+            bound = os.stat(path)  # the file bind() just made
             transport, _ = await loop.create_datagram_endpoint(lambda: receiver, sock=sock)
         except BaseException:
             sock.close()
             raise
-        return cls(path, transport, receiver)
+        return cls(path, transport, receiver, (bound.st_dev, bound.st_ino))
 
     @property
     def is_open(self) -> bool:
@@ -178,13 +204,29 @@ class LogSocket:
             self.path.unlink()
 
 
+TrafficProbe = Callable[[str, float, float], Awaitable[Traffic | None]]
+"""``traffic(service, now, window)``: what HAProxy counted in the window (None: too early).
+
+:meth:`HAProxyStatsSource.requests` is one; it raises ``SourceError`` when it cannot tell.
+"""
+
+
 class LatencySource:
     """Metric source ``haproxy-log``: ``p95_latency`` of each service, in seconds.
 
-    No request in the window means no sample (the metric is MISSING, which
-    is the truth: there is no latency to report), not a failure -- unless
-    ``idle_value`` is given: the controller passes 0.0, because an idle
-    service has no latency problem and a missing p95 would block scale-in.
+    Fails closed. With log lines in the window, their p95. Without any:
+
+    - ``traffic`` says HAProxy counted no request in the window and none is
+      running: 0.0 (an idle service has no latency problem, and a MISSING p95
+      would block scale-in);
+    - ``traffic`` says requests ended in the window: the log pipeline lost
+      their lines, so :class:`SourceError` (the collector makes p95 MISSING,
+      with an event);
+    - ``traffic`` cannot ask HAProxy: :class:`SourceError` too (cannot see);
+    - requests counted but all still running (no line can exist yet), no
+      ``traffic``, or too early to tell: no sample (MISSING, no failure).
+
+    A removed, replaced or closed log socket is a :class:`SourceError` at once.
     """
 
     name = "haproxy-log"
@@ -195,29 +237,52 @@ class LatencySource:
         log_socket: LogSocket | None = None,
         quantile: float = 0.95,
         metric: str = "p95_latency",
-        idle_value: float | None = None,
+        traffic: TrafficProbe | None = None,
     ) -> None:
         self.tracker = tracker
         self.log_socket = log_socket
         self.q = quantile
         self.metric = metric
-        self.idle_value = idle_value
+        self.traffic = traffic
 
     def provides(self, service: str) -> frozenset[str]:
         return frozenset({self.metric})
 
     async def sample(self, service: str, now: float) -> Mapping[str, float]:
         sock = self.log_socket
-        if sock is not None and not sock.is_open:
-            error = sock.receiver.error
-            raise SourceError(
-                f"log socket {sock.path} closed" + (f" ({error})" if error else ""),
-                "restart skylift so it binds the socket again",
-            )
+        if sock is not None:
+            # One stat(2) of a socket file in the local state dir: microseconds, and a
+            # thread hop would tie the metrics to a default executor others may fill.
+            problem = sock.problem()
+            if problem is not None:
+                raise SourceError(problem, "restart skylift so it binds the socket again")
         value = self.tracker.quantile(service, self.q, now)
-        if value is None:
-            value = self.idle_value
-        return {} if value is None else {self.metric: value}
+        if value is not None:
+            return {self.metric: value}
+        if self.traffic is None:
+            return {}
+        window = self.tracker.window
+        try:
+            seen = await self.traffic(service, now, window)
+        except SourceError as exc:
+            raise SourceError(
+                f"no log line for {service} in {window:g}s and HAProxy cannot say whether it "
+                f"had traffic ({exc.what})",
+                exc.hint,
+            ) from exc
+        if seen is None:
+            return {}
+        if seen.finished > 0:
+            raise SourceError(
+                f"HAProxy counted {seen.counted} request(s) for {service} in the last "
+                f"{window:g}s ({seen.in_flight} still running) but no log line arrived: "
+                "the log pipeline is broken",
+                f"check that HAProxy logs to {sock.path if sock else 'the log socket'} "
+                "(`log` in haproxy.cfg) and look for DroppedLogs in `show info`",
+            )
+        if seen.counted > 0 or seen.in_flight > 0:
+            return {}  # requests running, none ended yet: no latency to report so far
+        return {self.metric: 0.0}
 
 
 def backend_map(services: Iterable[str], backend_of: Callable[[str], str]) -> dict[str, str]:

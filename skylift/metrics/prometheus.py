@@ -3,7 +3,9 @@
 Each service maps metric names to PromQL expressions that must answer one
 number, e.g. ``rps: sum(rate(http_requests_total{job="web"}[1m]))``. A query
 that returns no series or several is a failure with a hint, not a silent
-MISSING: it is almost always a typo in a label or a missing ``sum``.
+MISSING: it is a typo in a label, a missing ``sum``, or a scrape target that
+is down (its series went stale). Never ``or vector(0)``: that reads a target
+down as zero load, which would scale in blind.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ def parse_instant(body: Any, query: str) -> float | None:
         if not isinstance(result, list) or not result:
             raise SourceError(
                 f"query {query!r} returned no series",
-                "check the metric name and labels; wrap a rate in sum(...) or add 'or vector(0)'",
+                "check the metric name and labels, and that its scrape targets are up "
+                "(`up` in Prometheus); wrap a rate in sum(...)",
             )
         if len(result) > 1:
             raise SourceError(

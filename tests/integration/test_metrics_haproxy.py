@@ -24,7 +24,14 @@ import httpx
 import pytest
 
 from skylift.lb.runtime import RuntimeClient
-from skylift.metrics import LOG_FORMAT, HAProxyStatsSource, LatencySource, LatencyTracker, LogSocket
+from skylift.metrics import (
+    LOG_FORMAT,
+    HAProxyStatsSource,
+    LatencySource,
+    LatencyTracker,
+    LogSocket,
+    SourceError,
+)
 from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
@@ -189,3 +196,38 @@ async def test_rate_connections_and_queue_from_show_stat(stack: Stack) -> None:
             assert time.monotonic() < deadline, "never saw the 10 requests in flight"
             await asyncio.sleep(0.02)
         assert all(r.status_code == 200 for r in await slow)
+
+
+async def test_a_stopped_log_reader_under_traffic_is_missing_not_zero(stack: Stack) -> None:
+    """Finding 7 with the real HAProxy: no log line reads 0 s only when HAProxy's own
+    counters say there was no request; under traffic it is a SourceError (MISSING)."""
+    receiver = stack.log_socket.receiver
+    receiver.tracker = tracker = LatencyTracker({"be_web": "web"}, window=2.0, slots=4)
+    stats = HAProxyStatsSource(stack.runtime)
+    source = LatencySource(tracker, stack.log_socket, traffic=stats.requests)
+    assert await source.sample("web", time.monotonic()) == {}  # one stats poll: too early
+    assert await source.sample("web", time.monotonic()) == {"p95_latency": 0.0}  # idle
+    async with httpx.AsyncClient(base_url=stack.url, timeout=5.0) as client:
+        for _ in range(5):
+            assert (await client.get("/sleep/20")).status_code == 200
+        await wait_for(lambda: tracker.count("web", time.monotonic()) >= 5, 5, "5 log lines")
+        assert (await source.sample("web", time.monotonic()))["p95_latency"] >= 0.02 * 0.98
+
+        stack.log_socket.transport.pause_reading()  # the reader stops; HAProxy keeps sending
+        try:
+            deadline = time.monotonic() + 10
+            while True:  # traffic continues; once the window holds no line, it must fail
+                assert (await client.get("/")).status_code == 200
+                try:
+                    sample = await source.sample("web", time.monotonic())
+                except SourceError as exc:
+                    assert "log pipeline is broken" in str(exc)
+                    break
+                assert sample.get("p95_latency") != 0.0, "a cut pipeline read as 0 s"
+                assert time.monotonic() < deadline, "never failed with the reader stopped"
+                await asyncio.sleep(0.1)
+        finally:
+            stack.log_socket.transport.resume_reading()
+        assert (await client.get("/")).status_code == 200
+        await wait_for(lambda: tracker.count("web", time.monotonic()) > 0, 5, "lines again")
+        assert "p95_latency" in await source.sample("web", time.monotonic())

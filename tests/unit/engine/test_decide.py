@@ -69,6 +69,24 @@ def test_no_scale_down_while_a_metric_is_missing() -> None:
     assert any("no recent rps sample" in r for r in decision.reasons)
 
 
+def test_a_missing_p95_holds_the_rps_scale_in() -> None:
+    """The shipped example's policy: rps target and a p95 rule in one group. rps says
+    scale in; with p95 MISSING (a cut log pipeline) the engine holds instead."""
+    policy = _policy(
+        {"kind": "target", "metric": "rps", "target": 30, "tolerance": "10%", "group": "load"},
+        {"kind": "threshold", "metric": "p95_latency", "above": "250ms", "change": "+1",
+         "group": "load"},
+    )  # fmt: skip
+    rps = Series([0.0], [30.0])
+    seen = Observations(window=60.0, rps=rps, p95_latency=Series([0.0], [0.05]))
+    assert decide(policy, seen, State(5, 5), 0.0).desired == 1  # p95 known and low: scale in
+    blind = decide(policy, Observations(window=60.0, rps=rps), State(5, 5), 0.0)
+    assert (blind.desired, blind.direction) == (5, "hold")
+    assert blind.clamps[0].stage == "missing data" and "p95_latency" in blind.clamps[0].reason
+    more = Observations(window=60.0, rps=Series([0.0], [300.0]))
+    assert decide(policy, more, State(5, 5), 0.0).desired == 10  # a scale-out still happens
+
+
 def test_a_sample_outside_the_window_is_missing() -> None:
     stale = Observations(window=60.0, cpu=Series([0.0], [0.1]))
     decision = decide(_policy(CPU_DOWN), stale, State(5, 5), 61.0)

@@ -11,6 +11,7 @@ from skylift.engine.model import Series
 from skylift.metrics.base import SourceError
 from skylift.metrics.collector import Collector
 from skylift.metrics.window import MetricStore
+from tests.polling import wait_for_async
 
 
 class ScriptedSource:
@@ -109,10 +110,61 @@ async def test_slow_source_times_out_as_a_failure() -> None:
     assert "did not answer within 0.01s" in change.message
 
 
-async def test_a_bug_in_a_source_is_not_hidden() -> None:
+async def test_one_source_raising_for_one_service_leaves_the_others_on_time() -> None:
+    """Finding 9: a source that raises for service A (an outage or a bug) fails
+    (that source, A) alone; every other pair keeps a sample at every tick."""
+    collector, stats, proc = make()
+    stats.answer["api"] = {"rps": 4.0, "connections": 1.0}
+    proc.answer["web"] = proc.answer["api"] = {"cpu": 0.5}
+    stats.answer["web"] = KeyError("bug")  # not a SourceError: a bug in the source
+    ticks = [float(t) for t in range(6)]
+    for t in ticks:  # the clock is the argument: no sleep, no wall time
+        obs = await collector.collect(t)
+        assert obs["web"].rps is None and obs["web"].connections is None  # MISSING at once
+    api_rps = obs["api"].rps
+    assert api_rps is not None and list(api_rps.times) == ticks  # on time, every tick
+    for service in ("web", "api"):
+        cpu = obs[service].cpu
+        assert cpu is not None and list(cpu.times) == ticks
+    (change,) = collector.transitions()  # a bug fails its pair at once, said once
+    assert (change.source, change.service, change.kind, change.at) == (
+        "haproxy-stats",
+        "web",
+        "failing",
+        0.0,
+    )
+    assert isinstance(change.bug, KeyError)  # the controller logs its traceback
+    assert "raised KeyError('bug') for web" in change.message
+    health = {(h.source, h.service): (h.failing, h.errors) for h in collector.health()}
+    assert health == {
+        ("haproxy-stats", "web"): (True, 6),
+        ("haproxy-stats", "api"): (False, 0),
+        ("process", "web"): (False, 0),
+        ("process", "api"): (False, 0),
+    }
+    stats.answer["web"] = {"rps": 2.0, "connections": 1.0}
+    obs = await collector.collect(6.0)
+    assert obs["web"].rps is not None
+    (back,) = collector.transitions()
+    assert (back.kind, back.service, back.bug) == ("recovered", "web", None)
+
+
+async def test_an_outage_for_one_service_leaves_the_others_on_time() -> None:
     collector, stats, _ = make()
-    stats.answer["web"] = KeyError("bug")
-    with pytest.raises(KeyError):
+    stats.answer["api"] = {"rps": 4.0}
+    stats.answer["web"] = SourceError("backend be_web is not in HAProxy's stats")
+    for t in range(5):
+        obs = await collector.collect(float(t))
+    assert obs["web"].rps is None
+    api_rps = obs["api"].rps
+    assert api_rps is not None and list(api_rps.times) == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert [(c.service, c.kind) for c in collector.transitions()] == [("web", "failing")]
+
+
+async def test_cancellation_is_not_a_source_failure() -> None:
+    collector, stats, _ = make()
+    stats.answer["web"] = asyncio.CancelledError()
+    with pytest.raises(asyncio.CancelledError):
         await collector.collect(0.0)
 
 
@@ -148,3 +200,29 @@ def test_store_is_bounded_by_age_and_count() -> None:
     cpu = store.observations("web", 50.0).cpu
     assert cpu is not None and list(cpu.values) == [0.2]
     assert store.observations("web", 50.0, missing=["cpu"]).cpu is None
+
+
+async def test_a_slow_pair_does_not_hold_back_the_others() -> None:
+    """A source stuck for service A (up to the timeout) delays no sample of service B."""
+
+    class StuckForWeb:
+        name = "haproxy-stats"
+        release = asyncio.Event()
+
+        def provides(self, service: str) -> frozenset[str]:
+            return frozenset({"rps"})
+
+        async def sample(self, service: str, now: float) -> Mapping[str, float]:
+            if service == "web":
+                await self.release.wait()
+            return {"rps": 3.0}
+
+    source = StuckForWeb()
+    collector = Collector(["web", "api"], [source], interval=1.0, timeout=60.0)
+    poll = asyncio.create_task(collector.collect(7.0))
+    await wait_for_async(lambda: "rps" in collector.latest("api"), 5, "api's sample")
+    assert collector.latest("api") == {"rps": (7.0, 3.0)}  # stored while web still waits
+    assert not poll.done()
+    source.release.set()
+    obs = await poll
+    assert obs["web"].rps is not None

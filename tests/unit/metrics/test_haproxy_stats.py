@@ -8,8 +8,10 @@ from skylift.lb.errors import SocketUnavailable
 from skylift.metrics.base import SourceError
 from skylift.metrics.haproxy_stats import (
     STAT_COMMAND,
+    CounterHistory,
     CounterRate,
     HAProxyStatsSource,
+    Traffic,
     parse_stat_rows,
 )
 
@@ -127,3 +129,36 @@ def test_default_backend_name_comes_from_the_renderer() -> None:
 def test_unknown_metric_is_refused() -> None:
     with pytest.raises(ValueError, match="cpu"):
         HAProxyStatsSource(FakeRuntime(), metrics=frozenset({"cpu"}))
+
+
+def test_counter_history_counts_inside_the_window() -> None:
+    history = CounterHistory(keep=10.0)
+    assert history.increase(0.0, 5.0) is None  # nothing yet
+    history.add(0.0, 100)
+    assert history.increase(0.0, 5.0) is None  # one reading: too early to tell
+    for t, value in [(1.0, 100), (2.0, 103), (2.0, 999), (3.0, 5), (4.0, 5)]:
+        history.add(t, value)  # (2.0, 999): the same poll twice is ignored
+    assert history.increase(4.0, 10.0) == 3 + 5  # 3, then a reset: 5 since
+    assert history.increase(4.0, 1.0) == 0  # idle in the last second
+    assert history.increase(4.0, 2.5) == 5
+    history.add(30.0, 5)
+    assert history.increase(30.0, 10.0) is None  # old readings aged out: too early again
+
+
+async def test_requests_share_the_poll_with_sample() -> None:
+    runtime = FakeRuntime()
+    runtime.answers = [
+        csv_answer(("be_web", "BACKEND", 0, 0, 40, "1000")),
+        csv_answer(("be_web", "BACKEND", 0, 0, 41, "1000")),
+        csv_answer(("be_web", "BACKEND", 1, 2, 42, "1007"), ("be_web", "r1", 1, 2, 20, "")),
+        SocketUnavailable(STAT_COMMAND, "/x/haproxy.sock: [Errno 2] No such file"),
+    ]
+    source = HAProxyStatsSource(runtime, backend_of=lambda s: f"be_{s}")
+    assert await source.requests("web", 1.0, 30.0) is None  # one reading
+    await source.sample("web", 1.0)
+    assert len(runtime.commands) == 1  # cached for the tick
+    assert await source.requests("web", 2.0, 30.0) == Traffic(0, 0)  # idle
+    seen = await source.requests("web", 3.0, 30.0)  # 2 running, 1 + 1 queued
+    assert seen == Traffic(counted=7, in_flight=4) and seen.finished == 3
+    with pytest.raises(SourceError, match="No such file"):
+        await source.requests("web", 4.0, 30.0)

@@ -20,6 +20,7 @@ from skylift.controller.budget import ceiling_of
 from skylift.controller.history import HistoryKeeper
 from skylift.controller.protocols import Backend, Balancer, EventSource
 from skylift.controller.recorder import ControllerMetrics, Recorder
+from skylift.controller.retention import Pruner
 from skylift.controller.service import ServiceLoop
 from skylift.controller.watch import watch_events
 from skylift.metrics import Collector
@@ -72,6 +73,7 @@ class Controller:
             if svc.autoscale is not None
         }
         self.history = HistoryKeeper(store, self.autoscalers, self.recorder)
+        self.pruner = Pruner(store, self.config.retention, self.metrics, clock)
 
     # -- start-up ---------------------------------------------------------
 
@@ -135,6 +137,7 @@ class Controller:
         ]
         if self.collector is not None:
             tasks.append(asyncio.create_task(self._run_collector(stop), name="collector"))
+        tasks.append(asyncio.create_task(self.pruner.run(stop), name="retention"))
         for name, loop in self.loops.items():
             if isinstance(loop.backend, EventSource):
                 watcher = watch_events(loop, loop.backend, self.recorder, stop)

@@ -23,6 +23,7 @@ costs a few MB, whatever is installed around it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -72,21 +73,36 @@ class RotatingFile:
             self.size += len(data)  # count it: the limit keeps holding if writes resume
 
     def rotate(self) -> None:
-        """``log`` -> ``log.1`` -> ``log.2`` ...; the oldest beyond ``backups`` is replaced."""
-        os.close(self._fd)
+        """``log`` -> ``log.1`` -> ``log.2`` ...; the oldest beyond ``backups`` is replaced.
+
+        ``log`` never disappears, not even for an instant (a reader polling it
+        never finds it missing): the old file is hard-linked to ``log.1`` and a
+        fresh one renamed over ``log``; renames are atomic.
+        """
+        path = self.path
         try:
             for number in range(self.backups - 1, 0, -1):
-                older = f"{self.path}.{number}"
+                older = f"{path}.{number}"
                 if os.path.exists(older):
-                    os.replace(older, f"{self.path}.{number + 1}")
-            os.replace(self.path, f"{self.path}.1")
-        except OSError:
-            pass  # could not rotate (read-only now?): truncate instead, the bound holds
-        try:
-            self._fd = self._open()
-            os.ftruncate(self._fd, 0)
-        except OSError:
-            self._fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+                    os.replace(older, f"{path}.{number + 1}")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{path}.1.tmp")
+            os.link(path, f"{path}.1.tmp")
+            os.replace(f"{path}.1.tmp", f"{path}.1")
+            fresh = os.open(
+                f"{path}.tmp",
+                os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                0o640,
+            )
+            os.replace(f"{path}.tmp", path)
+        except OSError:  # cannot rotate (no hard links, read-only): truncate, the bound holds
+            try:
+                fresh = self._open()
+                os.ftruncate(fresh, 0)
+            except OSError:
+                fresh = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        os.close(self._fd)
+        self._fd = fresh
         self.size = 0
 
     def close(self) -> None:

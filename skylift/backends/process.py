@@ -42,6 +42,7 @@ _KILL_WAIT = 5.0  # after SIGKILL, how long to wait for the kernel to clean up
 _LOG_WAIT = 5.0  # after the replica is gone, how long its log writer may take to drain
 LOG_WRITER = str(Path(__file__).with_name("logwriter.py"))
 _REPLICA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_LOG_FILE = re.compile(r"^(.+)\.log(?:\.\d+)?(?:\.tmp)?$")  # <replica>.log, rotations
 
 
 class ProcessBackend:
@@ -135,9 +136,9 @@ class ProcessBackend:
             return []
         gone: dict[str, list[Path]] = {}
         for path in files:
-            replica_id, dot, _ = path.name.partition(".log")
-            if dot and replica_id not in self._known:
-                gone.setdefault(replica_id, []).append(path)
+            match = _LOG_FILE.match(path.name)
+            if match and match.group(1) not in self._known:
+                gone.setdefault(match.group(1), []).append(path)
 
         def newest(paths: list[Path]) -> float:
             return max((_mtime(p) for p in paths), default=0.0)
@@ -171,7 +172,8 @@ class ProcessBackend:
     def _remove_logs(self, replica_id: str) -> None:
         log = self._log_path(self.service_name, replica_id)
         for path in log.parent.glob(f"{replica_id}.log*"):
-            if path.name == log.name or path.name.removeprefix(log.name + ".").isdigit():
+            match = _LOG_FILE.match(path.name)
+            if match and match.group(1) == replica_id:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
 

@@ -286,7 +286,7 @@ async def test_replica_log_is_rotated_by_size_and_removed_when_stopped(harness: 
     backend = log_backend(harness, chatty(5000))  # ~500 KB through a 64 KiB log
     replica = await harness.start(backend, "web-1")
     log = backend.log_path(replica)
-    wait_for(lambda: "done writing" in log.read_text(), what="the replica's last line")
+    wait_for(lambda: "\ndone writing\n" in log.read_text(), what="the replica's last line")
     files = sorted(p.name for p in log.parent.iterdir())
     assert files == ["web-1.log", "web-1.log.1"]  # one rotation kept, no more
     limit = 64 * 1024
@@ -304,13 +304,13 @@ async def test_exited_replicas_keep_their_logs_but_only_the_newest(harness: Harn
     backend = log_backend(harness, chatty(3, "--exit"), keep_exited_logs=2)
     folder = harness.tmp_path / "state/logs/web"
     for n in range(4):
-        replica = await harness.start(backend, f"web-{n}")
+        replica = await harness.start(backend, f"web.log-{n}")  # ".log" in an id is fine
         wait_for(lambda r=replica: not backend.is_alive(r), what="the replica to exit")
         await backend.stop(replica, grace=1.0)  # what the controller does with a crash
-        os.utime(folder / f"web-{n}.log", (1000.0 + n, 1000.0 + n))  # mtime order is age
+        os.utime(folder / f"web.log-{n}.log", (1000.0 + n, 1000.0 + n))  # mtime order is age
     backend.sweep_logs()
-    assert sorted(p.name for p in folder.iterdir()) == ["web-2.log", "web-3.log"]
-    assert "done writing" in (folder / "web-3.log").read_text()
+    assert sorted(p.name for p in folder.iterdir()) == ["web.log-2.log", "web.log-3.log"]
+    assert "\ndone writing\n" in (folder / "web.log-3.log").read_text()
 
 
 async def test_adopted_replica_keeps_logging_and_its_logs_go_when_stopped(

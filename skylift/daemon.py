@@ -85,12 +85,18 @@ def build_controller(loaded: LoadedConfig, store: Store, fence: Fence | None = N
             # "pip install 'skylift[docker]'" message if it is missing
             from skylift.backends.docker import DockerBackend
 
-            backends[name] = DockerBackend(name, svc.backend, project=loaded.config.project)
+            backends[name] = DockerBackend(
+                name, svc.backend, project=loaded.config.project, base_dir=loaded.base_dir
+            )
         elif isinstance(svc.backend, SwarmBackendConfig):
             from skylift.backends.swarm import SwarmBackend
 
             backends[name] = SwarmBackend(
-                name, svc.backend, project=loaded.config.project, stop_grace=svc.stop_grace
+                name,
+                svc.backend,
+                project=loaded.config.project,
+                stop_grace=svc.stop_grace,
+                base_dir=loaded.base_dir,
             )
         else:
             backends[name] = ProcessBackend(name, svc.backend, loaded.base_dir, state_dir)

@@ -28,12 +28,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 import docker
 import docker.errors
 
 from skylift.backends.base import BackendError
+from skylift.backends.env import replica_env
 from skylift.model import Replica
 
 if TYPE_CHECKING:
@@ -148,10 +150,12 @@ class EngineBackend:
         *,
         project: str,
         client_factory: Callable[[], DockerClient] | None = None,
+        base_dir: Path | None = None,
     ) -> None:
         self.service_name = service_name
         self.project = project
         self._config = config
+        self._base_dir = base_dir or Path.cwd()  # env_file is relative to the config
         self._client_factory = client_factory or default_client
         self._client: DockerClient | None = None
         self._client_lock = threading.Lock()
@@ -290,6 +294,28 @@ class EngineBackend:
             LABEL_SERVICE: self.service_name,
             LABEL_REPLICA: replica_id,
             **({LABEL_EPOCH: str(self.epoch)} if self.epoch is not None else {}),
+        }
+
+    def _env(self, replica_id: str) -> dict[str, str]:
+        """The container's environment: ``env_file`` < ``env`` < skylift's own, nothing
+        of the controller's (the image brings its own PATH and the like)."""
+        cfg = self._config
+        return replica_env(
+            base={},
+            env_file=self._base_dir / cfg.env_file if cfg.env_file else None,
+            env=cfg.env,
+            own={
+                "SKYLIFT_REPLICA": replica_id,
+                "SKYLIFT_SERVICE": self.service_name,
+                "PORT": str(cfg.port),
+            },
+        )
+
+    def _log_options(self) -> dict[str, str]:
+        """json-file rotation: ``max-size`` and ``max-file`` (the live file counts)."""
+        return {
+            "max-size": str(self._config.log_max_bytes),
+            "max-file": str(self._config.log_backups + 1),
         }
 
     def _object_name(self, replica_id: str) -> str:

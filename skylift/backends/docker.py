@@ -36,6 +36,7 @@ try:
     import docker
     import docker.errors
     import requests
+    from docker.types import LogConfig
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(
         "the docker backend needs the Docker SDK: pip install 'skylift[docker]'"
@@ -82,8 +83,15 @@ class DockerBackend(EngineBackend):
         *,
         project: str,
         client_factory: Callable[[], DockerClient] | None = None,
+        base_dir: Path | None = None,
     ) -> None:
-        super().__init__(service_name, config, project=project, client_factory=client_factory)
+        super().__init__(
+            service_name,
+            config,
+            project=project,
+            client_factory=client_factory,
+            base_dir=base_dir,
+        )
         self._config: DockerBackendConfig = config
 
     # -- the Backend protocol ------------------------------------------------
@@ -204,13 +212,10 @@ class DockerBackend(EngineBackend):
             nano_cpus=round(cfg.cpus * 1e9) if cfg.cpus is not None else None,
             mem_limit=cfg.memory,
             init=cfg.init or None,
+            # bounded logs whatever the daemon's default driver: json-file, rotated
+            log_config=LogConfig(type=LogConfig.types.JSON, config=self._log_options()),
         )
-        env = {
-            **cfg.env,
-            "SKYLIFT_REPLICA": replica_id,
-            "SKYLIFT_SERVICE": self.service_name,
-            "PORT": str(cfg.port),
-        }
+        env = self._env(replica_id)
         name = self._object_name(replica_id)
 
         def create() -> str:

@@ -106,8 +106,15 @@ class SwarmBackend(EngineBackend):
         project: str,
         stop_grace: float = DEFAULT_STOP_GRACE,
         client_factory: Callable[[], DockerClient] | None = None,
+        base_dir: Path | None = None,
     ) -> None:
-        super().__init__(service_name, config, project=project, client_factory=client_factory)
+        super().__init__(
+            service_name,
+            config,
+            project=project,
+            client_factory=client_factory,
+            base_dir=base_dir,
+        )
         self._stop_grace = stop_grace
 
     # -- the Backend protocol ------------------------------------------------
@@ -254,12 +261,7 @@ class SwarmBackend(EngineBackend):
                 "Engine and skylift never pulls: build or `docker load` it first"
             ) from None
         labels = self._labels(replica_id)
-        env = {
-            **cfg.env,
-            "SKYLIFT_REPLICA": replica_id,
-            "SKYLIFT_SERVICE": self.service_name,
-            "PORT": str(cfg.port),
-        }
+        env = self._env(replica_id)
         command = self._command(replica_id)
         container_spec = docker.types.ContainerSpec(
             cfg.image,
@@ -277,6 +279,7 @@ class SwarmBackend(EngineBackend):
                 mem_limit=cfg.memory,
             ),
             restart_policy=docker.types.RestartPolicy(condition="none"),
+            log_driver=docker.types.DriverConfig("json-file", options=self._log_options()),
         )
         # host mode, no PublishedPort: each task gets an ephemeral host port
         # (the SDK's stubs know only its dict shorthand, which cannot say "host")

@@ -270,13 +270,23 @@ def schedule_cmd(
     once: Annotated[bool, typer.Option(help="run what is due now, then exit")] = False,
     every: Annotated[float, typer.Option(help="seconds between checks")] = 30.0,
 ) -> None:
-    """Run each region's backups on its cron schedule (UTC), with retention after each."""
-    from skylift.backup.schedule import run_due
+    """Run each region's backups on its cron schedule (UTC), with retention after each.
+
+    A failed backup is retried with back-off until one succeeds; any error is
+    logged and recorded as an event, and the scheduler keeps running. Only one
+    scheduler may run per region (a second one exits 1 saying who holds it).
+    """
+    from skylift.backup.schedule import Scheduler, schedule_lock, store_events
 
     loaded = load_or_exit(config)
-    while True:
-        for line in run_due(loaded, _work_dir(loaded), now=time.time()):
-            typer.echo(line)
-        if once:
-            return
-        time.sleep(every)
+    scheduler = Scheduler(loaded, _work_dir(loaded), events=store_events(loaded))
+    with _errors(), schedule_lock(loaded.state_dir, list(scheduler.regions())):
+        try:
+            while True:
+                for line in scheduler.tick(time.time()):
+                    typer.echo(line)
+                if once:
+                    return
+                time.sleep(every)
+        finally:
+            scheduler.close()

@@ -16,6 +16,8 @@ from pydantic import (
 ENV_PREFIX = "SKYLIFT_"
 BACKEND_KINDS = ("process", "docker", "swarm")
 EngineMetric = Literal["cpu", "memory", "rps", "connections", "p95_latency", "queue"]
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+"""What an environment variable name may look like."""
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _NAME_HINT = "use lowercase letters, digits and '-', starting with a letter (max 31 chars)"
 

@@ -33,7 +33,22 @@ class ContainerBackend(BaseModel):
         description="command (argv list, or a string split like a shell); '{replica}' and "
         "'{port}' (the container port) are replaced; default: the image's CMD",
     )
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="variables set in the container (the controller's own are never passed)",
+    )
+    env_file: str | None = Field(
+        None,
+        description="dotenv file (relative to the config) whose variables the container gets, "
+        "read at each start; `env` wins over it",
+    )
+    log_max_bytes: Bytes = Field(
+        10 * 1024 * 1024,
+        description="Docker json-file log rotated past this size (log option max-size)",
+    )
+    log_backups: int = Field(
+        1, ge=1, le=20, description="rotated log files Docker keeps (max-file is this + 1)"
+    )
     port: int = Field(
         ge=1,
         le=65535,

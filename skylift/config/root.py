@@ -21,7 +21,13 @@ from skylift.config.base import (
 )
 from skylift.config.regions import Region
 from skylift.config.service import ProcessBackend, Service
-from skylift.config.settings import ApiSettings, HAProxySettings, MetricsSettings, StoreSettings
+from skylift.config.settings import (
+    ApiSettings,
+    HAProxySettings,
+    MetricsSettings,
+    RetentionSettings,
+    StoreSettings,
+)
 from skylift.units import Duration
 
 
@@ -35,6 +41,7 @@ class SkyliftConfig(Model):
     haproxy: HAProxySettings = HAProxySettings()
     store: StoreSettings = StoreSettings()
     metrics: MetricsSettings = MetricsSettings()
+    retention: RetentionSettings = RetentionSettings()
     services: dict[str, Service] = Field(default_factory=dict)
     regions: dict[str, Region] = Field(
         default_factory=dict, description="phase-2 regions: database and Telegram backups"

@@ -14,11 +14,11 @@ from pydantic import (
     model_validator,
 )
 
-from skylift.config.base import EngineMetric, Listen, Model, PortRange, _parse_listen
+from skylift.config.base import ENV_NAME, EngineMetric, Listen, Model, PortRange, _parse_listen
 from skylift.config.docker import DockerBackend
 from skylift.config.swarm import SwarmBackend
 from skylift.engine import ScalingPolicy
-from skylift.metrics.resources import Resources
+from skylift.metrics.resources import Bytes, Resources
 from skylift.units import Duration
 
 
@@ -31,8 +31,42 @@ class ProcessBackend(Model):
         "'{replica}' by its id"
     )
     ports: PortRange = PortRange()
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(
+        default_factory=dict, description="variables set in each replica's environment"
+    )
+    env_file: str | None = Field(
+        None,
+        description="dotenv file (relative to the config) whose variables each replica gets, "
+        "read at each start; `env` wins over it",
+    )
+    inherit_env: list[str] = Field(
+        default_factory=list,
+        description="names of the controller's variables a replica may inherit; besides "
+        "these it gets only PATH, HOME, USER, LOGNAME, SHELL, LANG, LC_*, TZ, TMPDIR",
+    )
     workdir: str | None = Field(None, description="working directory (relative to the config)")
+    log_max_bytes: Bytes = Field(
+        10 * 1024 * 1024,
+        description="a replica's log is rotated when it would grow past this size, e.g. 10Mi",
+    )
+    log_backups: int = Field(
+        1, ge=1, le=20, description="rotated logs kept per replica (<replica>.log.1, ...)"
+    )
+    keep_exited_logs: int = Field(
+        5,
+        ge=0,
+        le=1000,
+        description="logs kept of replicas that exited on their own (newest first), for "
+        "diagnosis; a replica skylift stopped has its logs removed at once",
+    )
+
+    @field_validator("inherit_env")
+    @classmethod
+    def _env_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not ENV_NAME.match(name):
+                raise ValueError(f"inherit_env: {name!r} is not an environment variable name")
+        return value
 
     @field_validator("command")
     @classmethod

@@ -68,3 +68,26 @@ class StoreSettings(Model):
         description="controller lease: renewed every tick; a standby takes over after it "
         "expires (a third of it when the holder's process is gone)",
     )
+
+
+class RetentionSettings(Model):
+    """How much the store keeps: a long-running controller must not grow without bound."""
+
+    events: int = Field(
+        10_000, ge=100, description="events kept (the newest; older ones are deleted)"
+    )
+    decisions: Duration = Field(
+        7 * 86400.0, description="scaling decisions are kept this long, e.g. 7d"
+    )
+    history: Duration = Field(
+        400 * 86400.0,
+        le=400 * 86400.0,
+        description="load history (what forecasting learns from) is kept this long; at most "
+        "400d, the horizon of its hourly roll-up",
+    )
+    interval: Duration = Field(
+        60.0,
+        gt=0,
+        description="how often the controller prunes (between passes the store "
+        "can exceed `events` by what one interval writes)",
+    )

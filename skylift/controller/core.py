@@ -23,6 +23,7 @@ from skylift.controller.history import HistoryKeeper
 from skylift.controller.liveness import Liveness, ReportsWaits
 from skylift.controller.protocols import Backend, Balancer, EventSource
 from skylift.controller.recorder import ControllerMetrics, Recorder
+from skylift.controller.retention import Pruner
 from skylift.controller.service import ServiceLoop
 from skylift.controller.watch import watch_events
 from skylift.controller.writer import StoreWriter
@@ -83,6 +84,7 @@ class Controller:
         self.liveness = self._make_liveness()
         self._unreachable: dict[str, str] = {}  # service -> error of its backend's refresh
         self.fence: Fence | None = None  # the lease every action needs (set by the daemon)
+        self.pruner = Pruner(store, self.config.retention, self.metrics, clock)
 
     # -- start-up ---------------------------------------------------------
 
@@ -151,6 +153,7 @@ class Controller:
         if self.collector is not None:
             self.liveness.register("collector")
             tasks.append(asyncio.create_task(self._run_collector(stop), name="collector"))
+        tasks.append(asyncio.create_task(self.pruner.run(stop), name="retention"))
         for name, loop in self.loops.items():
             if isinstance(loop.backend, EventSource):
                 watcher = watch_events(loop, loop.backend, self.recorder, stop)

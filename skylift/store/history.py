@@ -180,6 +180,12 @@ class History:
             )
             return len(old) + int(getattr(expired, "rowcount", 0))
 
+    def prune(self, before: float) -> int:
+        """Delete load buckets that start before ``before``; returns how many."""
+        with self._session.begin() as session:
+            result = session.execute(delete(LoadBucketRow).where(LoadBucketRow.start < before))
+            return int(getattr(result, "rowcount", 0))
+
     # -- scaling events ------------------------------------------------------
 
     def add_event(

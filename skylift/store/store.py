@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Engine, create_engine, delete, event, select
+from sqlalchemy import Engine, create_engine, delete, event, func, select
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,7 +32,7 @@ from skylift.store.lease import (
 )
 from skylift.store.lock import ControllerAlreadyRunning
 from skylift.store.records import Decision, Event, ServiceState
-from skylift.store.tables import DecisionRow, EventRow, ReplicaRow, ServiceRow
+from skylift.store.tables import DecisionRow, EventRow, LoadBucketRow, ReplicaRow, ServiceRow
 from skylift.store.urls import default_url, masked, parse_url
 
 LEVELS = ("debug", "info", "warning", "error")
@@ -327,6 +328,60 @@ class Store:
         with self._session() as session:
             rows = list(session.scalars(query.limit(limit)))
         return [_decision(row) for row in reversed(rows)]
+
+    # -- retention -----------------------------------------------------------
+
+    def prune(self, *, events: int, decisions: float, history: float) -> Pruned:
+        """Keep the newest ``events`` events, ``decisions`` and ``history`` seconds of
+        decisions and load history (ages by this store's clock); what was deleted."""
+        now = self._clock()
+        return Pruned(
+            events=self.prune_events_beyond(events),
+            decisions=self.prune_decisions(now - decisions),
+            history=self.history.prune(now - history),
+        )
+
+    def prune_events_beyond(self, keep: int) -> int:
+        """Delete all events but the newest ``keep`` (by id: the order they were added)."""
+        if keep < 0:
+            raise ValueError(f"keep must be >= 0, got {keep}")
+        newest_dropped = (
+            select(EventRow.id).order_by(EventRow.id.desc()).offset(keep).limit(1)
+        ).scalar_subquery()
+        with self._session.begin() as session:
+            result = session.execute(delete(EventRow).where(EventRow.id <= newest_dropped))
+            return int(getattr(result, "rowcount", 0))
+
+    def prune_decisions(self, before: float) -> int:
+        """Delete decisions older than ``before`` (epoch seconds); returns how many."""
+        with self._session.begin() as session:
+            result = session.execute(delete(DecisionRow).where(DecisionRow.ts < before))
+            return int(getattr(result, "rowcount", 0))
+
+    def counts(self) -> dict[str, int]:
+        """Rows per bounded table (events, decisions, load history): what retention bounds."""
+        with self._session() as session:
+            return {
+                name: int(session.scalar(select(func.count()).select_from(table)) or 0)
+                for name, table in (
+                    ("events", EventRow),
+                    ("decisions", DecisionRow),
+                    ("history", LoadBucketRow),
+                )
+            }
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """Rows one retention pass deleted, per table."""
+
+    events: int
+    decisions: int
+    history: int
+
+    @property
+    def total(self) -> int:
+        return self.events + self.decisions + self.history
 
 
 def _engine(url: URL, state_dir: Path) -> Engine:

@@ -152,6 +152,8 @@ def web_service(
             "command": command
             or f"{sys.executable} {DEMO_APP} --port {{port}} --replica {{replica}}",
             "ports": {"start": start, "end": start + 39},
+            # replicas get a minimal environment; the run tag finds them for cleanup
+            "inherit_env": ["SKYLIFT_E2E_RUN"],
         },
         "health": {"path": "/healthz", "interval": "500ms", "fall": 2, "rise": 2, "timeout": "1s"},
         "drain_timeout": "10s",

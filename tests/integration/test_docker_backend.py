@@ -94,6 +94,10 @@ async def test_replicas_serve_on_loopback_with_labels_and_limits(
         }
         assert attrs["HostConfig"]["NanoCpus"] == 500_000_000
         assert attrs["HostConfig"]["Memory"] == 64 * 2**20
+        assert attrs["HostConfig"]["LogConfig"] == {  # bounded logs
+            "Type": "json-file",
+            "Config": {"max-size": str(10 * 2**20), "max-file": "2"},
+        }
         assert attrs["Name"] == f"/t{run_id}-{SERVICE}-{replica.id}"
         assert replica.pid == attrs["State"]["Pid"]
         assert replica.started_at is not None and abs(replica.started_at - time.time()) < 60
@@ -270,3 +274,22 @@ async def test_stats_source_reads_the_containers_cgroups(make_backend: MakeBacke
     assert 0.0 <= second["cpu"] < 1.0 and 0.0 < second["memory"] < 1.0
     await backend.stop(replica, grace=2)
     assert backend.stats(str(replica.handle["container_id"])) == {}  # gone: empty, no error
+
+
+async def test_containers_get_env_and_env_file_but_never_the_controllers_env(
+    make_backend: MakeBackend,
+    docker_client: docker.DockerClient,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SKYLIFT_TEST_SECRET", "hunter2")
+    (tmp_path / "app.env").write_text("FROM_FILE=1\nBOTH=file\n")
+    backend = make_backend(env={"BOTH": "env"}, env_file="app.env", log_max_bytes="1Mi")
+    backend._base_dir = tmp_path
+    replica = await backend.start(SERVICE, "r1")
+    attrs = docker_client.api.inspect_container(replica.handle["container_id"])
+    env = dict(item.split("=", 1) for item in attrs["Config"]["Env"])
+    assert env["FROM_FILE"] == "1" and env["BOTH"] == "env" and env["SKYLIFT_REPLICA"] == "r1"
+    assert "SKYLIFT_TEST_SECRET" not in env
+    assert attrs["HostConfig"]["LogConfig"]["Config"]["max-size"] == str(2**20)
+    await backend.stop(replica, grace=5.0)

@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from skylift.backends import ProcessBackend, StartFailed
+from skylift.backends.env import BASE_NAMES
 from skylift.config import PortRange
 from skylift.config import ProcessBackend as ProcessBackendConfig
 from skylift.model import Replica
@@ -200,3 +201,128 @@ async def test_replica_does_not_inherit_the_controller_lock(harness: Harness) ->
         lock.release()
         with store.acquire_controller_lock("after") as again:  # would fail if inherited
             assert again.held
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+
+
+async def test_replica_gets_only_base_inherited_and_configured_variables(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding 8: a secret of the controller's never reaches a replica by accident."""
+    monkeypatch.setenv("SKYLIFT_TEST_SECRET", "hunter2")
+    monkeypatch.setenv("STORE_URL", "postgresql://skylift:pw@db/skylift")
+    monkeypatch.setenv("WANTED", "inherited")
+    (harness.tmp_path / "app.env").write_text(
+        "# comment\nFROM_FILE=file value\nOVERRIDDEN=from file\nEXPANDED=${SKYLIFT_TEST_SECRET}\n"
+    )
+    config = ProcessBackendConfig(
+        command=command(),
+        ports=PortRange(start=harness.ports, end=harness.ports + 4),
+        env={"OVERRIDDEN": "from env", "GREETING": "hi"},
+        env_file="app.env",
+        inherit_env=["WANTED", "NOT_SET_ANYWHERE"],
+    )
+    backend = ProcessBackend("web", config, harness.tmp_path, harness.tmp_path / "state")
+    replica = await harness.start(backend, "web-1")
+    wait_for(lambda: answers(replica) == "web-1", what="replica to answer")
+    env = environ_of(replica.pid or 0)
+    assert "SKYLIFT_TEST_SECRET" not in env and "STORE_URL" not in env
+    assert "hunter2" not in "".join(env.values())  # nor through ${...} in the env_file
+    assert env["WANTED"] == "inherited" and "NOT_SET_ANYWHERE" not in env
+    assert env["FROM_FILE"] == "file value" and env["OVERRIDDEN"] == "from env"
+    assert env["GREETING"] == "hi" and env["SKYLIFT_REPLICA"] == "web-1"
+    assert env["PORT"] == str(replica.port) and env["PATH"] == os.environ["PATH"]
+    allowed = set(BASE_NAMES) | {"WANTED", "FROM_FILE", "OVERRIDDEN", "EXPANDED", "GREETING"}
+    allowed |= {"SKYLIFT_REPLICA", "SKYLIFT_SERVICE", "PORT", "PYTHONUNBUFFERED"}
+    assert set(env) <= allowed
+    writer = psutil.Process(int(replica.handle["log_pid"]))
+    assert "SKYLIFT_TEST_SECRET" not in writer.environ()
+
+
+async def test_missing_env_file_is_a_clear_start_failure(harness: Harness) -> None:
+    config = ProcessBackendConfig(
+        command=command(),
+        ports=PortRange(start=harness.ports, end=harness.ports + 4),
+        env_file="missing.env",
+    )
+    backend = ProcessBackend("web", config, harness.tmp_path, harness.tmp_path / "state")
+    with pytest.raises(StartFailed, match=r"env_file .*missing\.env"):
+        await backend.start("web", "web-1")
+
+
+CHATTY = textwrap.dedent(
+    """
+    import sys, time
+    for i in range(int(sys.argv[2])):
+        print(f"line {i:06d} " + "x" * 90)
+    print("done writing", flush=True)
+    if "--exit" in sys.argv:
+        sys.exit(4)
+    time.sleep(600)
+    """
+)
+
+
+def chatty(lines: int, *flags: str) -> str:
+    return shlex.join([sys.executable, "-c", CHATTY, "{port}", str(lines), *flags])
+
+
+def log_backend(harness: Harness, cmd: str, **extra: object) -> ProcessBackend:
+    config = ProcessBackendConfig.model_validate(
+        {
+            "command": cmd,
+            "ports": {"start": harness.ports, "end": harness.ports + 4},
+            "log_max_bytes": "64Ki",
+            **extra,
+        }
+    )
+    return ProcessBackend("web", config, harness.tmp_path, harness.tmp_path / "state")
+
+
+async def test_replica_log_is_rotated_by_size_and_removed_when_stopped(harness: Harness) -> None:
+    backend = log_backend(harness, chatty(5000))  # ~500 KB through a 64 KiB log
+    replica = await harness.start(backend, "web-1")
+    log = backend.log_path(replica)
+    wait_for(lambda: "\ndone writing\n" in log.read_text(), what="the replica's last line")
+    files = sorted(p.name for p in log.parent.iterdir())
+    assert files == ["web-1.log", "web-1.log.1"]  # one rotation kept, no more
+    limit = 64 * 1024
+    assert log.stat().st_size <= limit and (log.parent / "web-1.log.1").stat().st_size <= limit
+    rotated = (log.parent / "web-1.log.1").read_text()
+    assert rotated.endswith("\n") and rotated.startswith("line ")  # cut at line ends
+    assert "line 004999" in log.read_text()
+
+    await backend.stop(replica, grace=5.0)
+    assert list(log.parent.iterdir()) == []  # a stopped replica's logs are gone
+    assert gone(int(replica.handle["log_pid"]))
+
+
+async def test_exited_replicas_keep_their_logs_but_only_the_newest(harness: Harness) -> None:
+    backend = log_backend(harness, chatty(3, "--exit"), keep_exited_logs=2)
+    folder = harness.tmp_path / "state/logs/web"
+    for n in range(4):
+        replica = await harness.start(backend, f"web.log-{n}")  # ".log" in an id is fine
+        wait_for(lambda r=replica: not backend.is_alive(r), what="the replica to exit")
+        await backend.stop(replica, grace=1.0)  # what the controller does with a crash
+        os.utime(folder / f"web.log-{n}.log", (1000.0 + n, 1000.0 + n))  # mtime order is age
+    backend.sweep_logs()
+    assert sorted(p.name for p in folder.iterdir()) == ["web.log-2.log", "web.log-3.log"]
+    assert "\ndone writing\n" in (folder / "web.log-3.log").read_text()
+
+
+async def test_adopted_replica_keeps_logging_and_its_logs_go_when_stopped(
+    harness: Harness,
+) -> None:
+    first = log_backend(harness, command())
+    replica = await harness.start(first, "web-1")
+    wait_for(lambda: answers(replica) == "web-1", what="replica to answer")
+    restarted = log_backend(harness, command())  # as after a controller restart
+    assert [r.id for r in restarted.adopt([replica])] == ["web-1"]
+    log = restarted.log_path(replica)
+    wait_for(lambda: answers(replica) == "web-1", what="replica to answer again")
+    wait_for(lambda: log.read_text().count('"GET / HTTP/1.1" 200') >= 2, what="both requests")
+    await restarted.stop(replica, grace=5.0)
+    assert not log.exists() and gone(int(replica.handle["log_pid"]))

@@ -76,6 +76,16 @@ def test_crud(store: Store) -> None:
     assert store.decisions("web") == [decision]
 
 
+def test_retention_prunes_on_postgresql(store: Store) -> None:
+    for n in range(30):
+        store.add_event("tick", f"event {n}")
+        store.record_decision("web", 1, "hold", ["steady"])
+    pruned = store.prune(events=10, decisions=0.0, history=3600.0)
+    assert pruned.events == 20 and pruned.decisions == 30
+    assert store.events(limit=100)[0].message == "event 20"
+    assert store.counts()["events"] == 10
+
+
 def test_reopen_keeps_data(postgres_url: str, tmp_path: Path) -> None:
     with Store.open(postgres_url, state_dir=tmp_path) as first:
         first.set_desired("web", 2)

@@ -127,6 +127,10 @@ async def test_two_replicas_are_two_services_serving_on_loopback(
         assert spec["Spec"]["Mode"] == {"Replicated": {"Replicas": 1}}
         template = spec["Spec"]["TaskTemplate"]
         assert template["RestartPolicy"]["Condition"] == "none"
+        assert template["LogDriver"] == {  # bounded logs
+            "Name": "json-file",
+            "Options": {"max-size": str(10 * 2**20), "max-file": "2"},
+        }
         assert template["Resources"]["Limits"] == {
             "NanoCPUs": 500_000_000,
             "MemoryBytes": 64 * 2**20,

@@ -13,6 +13,7 @@ from sqlalchemy import inspect, text
 from skylift.model import Replica, ReplicaState
 from skylift.store import Store, masked
 from skylift.store import migrate as migrations
+from skylift.store.history import Bucket
 from tests.fixtures.schema import migrated_schema
 
 
@@ -162,3 +163,21 @@ def test_open_by_url_alone_puts_the_lock_beside_the_database(tmp_path: Path) -> 
         assert list((tmp_path / "db").glob("controller-*.lock"))  # the holder's personal lock
         lease.release()
     assert not list((tmp_path / "db").glob("controller-*.lock"))  # removed on release
+
+
+def test_retention_keeps_the_newest_events_and_recent_decisions(tmp_path: Path) -> None:
+    now = [1000.0]
+    with Store.open(state_dir=tmp_path, clock=lambda: now[0]) as store:
+        for n in range(50):
+            now[0] = 1000.0 + n * 60
+            store.add_event("tick", f"event {n}")
+            store.record_decision("web", 1, "hold", ["steady"])
+        store.history.append(
+            "web", "rps", [Bucket(0.0, 60.0, 1.0, 1), Bucket(3000.0, 60.0, 1.0, 1)]
+        )
+        assert store.prune_events_beyond(100) == 0  # fewer than kept: nothing goes
+        pruned = store.prune(events=10, decisions=600.0, history=1000.0)
+        assert (pruned.events, pruned.decisions, pruned.history) == (40, 39, 1)
+        assert [e.message for e in store.events(limit=100)] == [f"event {n}" for n in range(40, 50)]
+        assert min(d.ts for d in store.decisions(limit=100)) >= now[0] - 600
+        assert store.counts() == {"events": 10, "decisions": 11, "history": 1}

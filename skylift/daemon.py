@@ -12,7 +12,7 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -23,9 +23,19 @@ from skylift.api.app import create_app
 from skylift.api.token import ensure_state_dir, load_or_create_token
 from skylift.backends.base import Backend
 from skylift.backends.process import ProcessBackend
-from skylift.config import LoadedConfig, SkyliftConfig, split_listen
+from skylift.config import (
+    HAProxySettings,
+    LoadedConfig,
+    Service,
+    SkyliftConfig,
+    split_listen,
+)
+from skylift.config import (
+    ProcessBackend as ProcessBackendConfig,
+)
 from skylift.config.docker import DockerBackend as DockerBackendConfig
 from skylift.config.swarm import SwarmBackend as SwarmBackendConfig
+from skylift.controller.apply import STOP_GRACE
 from skylift.controller.core import Controller
 from skylift.lb.balancer import HAProxyBalancer
 from skylift.lb.render import backend_name
@@ -63,77 +73,190 @@ def wants_metrics(loaded: LoadedConfig) -> bool:
     return any(svc.autoscale is not None for svc in loaded.config.services.values())
 
 
+def build_backend(loaded: LoadedConfig, name: str, svc: Service) -> Backend:
+    """The backend of one service, as its config says (also for services `apply` adds)."""
+    if isinstance(svc.backend, DockerBackendConfig):
+        # optional dependency: imported only when a service asks for it, with a clear
+        # "pip install 'skylift[docker]'" message if it is missing
+        from skylift.backends.docker import DockerBackend
+
+        return DockerBackend(name, svc.backend, project=loaded.config.project)
+    if isinstance(svc.backend, SwarmBackendConfig):
+        from skylift.backends.swarm import SwarmBackend
+
+        return SwarmBackend(
+            name, svc.backend, project=loaded.config.project, stop_grace=svc.stop_grace
+        )
+    return ProcessBackend(name, svc.backend, loaded.base_dir, loaded.state_dir)
+
+
 def build_controller(loaded: LoadedConfig, store: Store) -> Controller:
     state_dir = loaded.state_dir
-    backends: dict[str, Backend] = {}
-    for name, svc in loaded.config.services.items():
-        if isinstance(svc.backend, DockerBackendConfig):
-            # optional dependency: imported only when a service asks for it, with a clear
-            # "pip install 'skylift[docker]'" message if it is missing
-            from skylift.backends.docker import DockerBackend
-
-            backends[name] = DockerBackend(name, svc.backend, project=loaded.config.project)
-        elif isinstance(svc.backend, SwarmBackendConfig):
-            from skylift.backends.swarm import SwarmBackend
-
-            backends[name] = SwarmBackend(
-                name, svc.backend, project=loaded.config.project, stop_grace=svc.stop_grace
-            )
-        else:
-            backends[name] = ProcessBackend(name, svc.backend, loaded.base_dir, state_dir)
+    backends: dict[str, Backend] = {
+        name: build_backend(loaded, name, svc) for name, svc in loaded.config.services.items()
+    }
     balancer = HAProxyBalancer(
         state_dir=state_dir,
         settings=loaded.config.haproxy,
         log_socket=state_dir / LOG_SOCKET if wants_metrics(loaded) else None,
     )
-    return Controller(loaded, store, balancer, backends)
+    controller = Controller(loaded, store, balancer, backends)
+    install_apply_hooks(controller, balancer)
+    return controller
+
+
+def install_apply_hooks(controller: Controller, balancer: HAProxyBalancer) -> None:
+    """What `skylift apply` and the orphan sweep need that only this module can build."""
+    hooks = controller.hooks
+    hooks.backend_for = lambda name, svc: build_backend(controller.loaded, name, svc)
+    hooks.orphan_backend = lambda record: orphan_backend(controller.loaded, record)
+
+    async def reload_balancer(services: Mapping[str, Service], settings: HAProxySettings) -> None:
+        balancer.settings = settings
+        await balancer.reload(services)
+
+    hooks.reload_balancer = reload_balancer
+
+
+async def stop_orphans_offline(loaded: LoadedConfig, store: Store) -> list[str]:
+    """`skylift down` with no controller running: stop the replicas the store records for
+    services the config no longer has (the ones of configured services are stopped by
+    the caller)."""
+    stopped = []
+    for record in store.replicas():
+        if record.service in loaded.config.services:
+            continue
+        backend = orphan_backend(loaded, record)
+        for replica in backend.adopt([record]):
+            await backend.stop(replica, STOP_GRACE)
+        store.delete_replica(record.id)
+        stopped.append(record.id)
+    return stopped
+
+
+def orphan_backend(loaded: LoadedConfig, record: Replica) -> Backend:
+    """A backend able to find and stop ``record``, a replica of a service no longer
+    configured. Only its stop path runs, which needs the record's handle (pid and start
+    time, or container/service id) and the project's labels, never the service's own
+    settings: those are placeholders."""
+    handle = record.handle
+    if "service_id" in handle:
+        from skylift.backends.swarm import SwarmBackend
+
+        swarm = SwarmBackendConfig(image="skylift-orphan", port=1)
+        return SwarmBackend(record.service, swarm, project=loaded.config.project)
+    if "container_id" in handle:
+        from skylift.backends.docker import DockerBackend
+
+        docker = DockerBackendConfig(image="skylift-orphan", port=1)
+        return DockerBackend(record.service, docker, project=loaded.config.project)
+    process = ProcessBackendConfig(command="skylift-orphan {port}")
+    return ProcessBackend(record.service, process, loaded.base_dir, loaded.state_dir)
 
 
 async def attach_collector(
     controller: Controller, balancer: HAProxyBalancer, cleanup: contextlib.AsyncExitStack
 ) -> None:
-    """Metric sources for autoscaling: process stats, HAProxy stats and logs, Prometheus."""
+    """Metric sources for autoscaling: process stats, HAProxy stats and logs, Prometheus.
+
+    The wiring stays with the controller, so `skylift apply` can make the collector
+    follow services that come and go (see :class:`MetricsWiring`).
+    """
     config = controller.config
-    services = list(config.services)
-    tracker = LatencyTracker(backend_map(services, backend_name), window=config.metrics.window)
+    tracker = LatencyTracker(
+        backend_map(config.services, backend_name), window=config.metrics.window
+    )
     log_socket = await LogSocket.open(controller.loaded.state_dir / LOG_SOCKET, tracker)
     cleanup.callback(log_socket.close)
-
-    def replicas(name: str) -> list[Replica]:
-        return controller.loops[name].replicas()
-
-    requests = {n: r for n, s in config.services.items() if (r := s.request) is not None}
-    # containers are measured by the Engine (their cgroup), processes by psutil
-    engines = {n: b for n, b in controller.backends.items() if isinstance(b, ContainerStats)}
-    processes = {n: r for n, r in requests.items() if n not in engines}
-    sources: list[MetricSource] = [
-        ProcessStatsSource(replicas, processes),
-        DockerStatsSource(replicas, {n: requests[n] for n in engines if n in requests}, engines),
-        HAProxyStatsSource(balancer.runtime, backend_of=backend_name),
-        LatencySource(tracker, log_socket, idle_value=0.0),
-    ]
-    queries = {
-        n: {str(metric): q for metric, q in s.prometheus.items()}
-        for n, s in config.services.items()
-        if s.prometheus
-    }
-    if queries and config.metrics.prometheus_url:
-        # a metric a service takes from Prometheus is no longer read from HAProxy or psutil
-        taken = {name: frozenset(q) for name, q in queries.items()}
-        sources = [Without(source, taken) for source in sources]
+    client = None
+    if config.metrics.prometheus_url:
         client = httpx.AsyncClient(
             base_url=config.metrics.prometheus_url, timeout=config.interval, trust_env=False
         )
         cleanup.push_async_callback(client.aclose)
-        sources.append(PrometheusSource(client, queries))
-    controller.collector = Collector(
-        services,
-        sources,
-        interval=config.interval,
-        window=config.metrics.window,
-        stale_after=config.metrics.stale_after,
-        retention=longest_rule(config) + config.metrics.window,
-    )
+    wiring = MetricsWiring(controller, balancer, tracker, log_socket, client)
+    controller.collector = wiring.build()
+    controller.hooks.follow_metrics = wiring.follow
+
+
+class MetricsWiring:
+    """Builds the controller's collector from its current config, keeping the parts that
+    must outlive a rebuild: the log socket and its latency windows, the Prometheus
+    client, and the samples already collected for services that stay."""
+
+    def __init__(
+        self,
+        controller: Controller,
+        balancer: HAProxyBalancer,
+        tracker: LatencyTracker,
+        log_socket: LogSocket,
+        prometheus: httpx.AsyncClient | None,
+    ) -> None:
+        self.controller = controller
+        self.balancer = balancer
+        self.tracker = tracker
+        self.log_socket = log_socket
+        self.prometheus = prometheus
+
+    def build(self) -> Collector:
+        controller = self.controller
+        config = controller.config
+        services = list(config.services)
+        self.tracker.follow(backend_map(services, backend_name))
+
+        def replicas(name: str) -> list[Replica]:
+            loop = controller.loops.get(name)
+            return loop.replicas() if loop is not None else []
+
+        requests = {n: r for n, s in config.services.items() if (r := s.request) is not None}
+        # containers are measured by the Engine (their cgroup), processes by psutil
+        engines = {n: b for n, b in controller.backends.items() if isinstance(b, ContainerStats)}
+        processes = {n: r for n, r in requests.items() if n not in engines}
+        sources: list[MetricSource] = [
+            ProcessStatsSource(replicas, processes),
+            DockerStatsSource(
+                replicas, {n: requests[n] for n in engines if n in requests}, engines
+            ),
+            HAProxyStatsSource(self.balancer.runtime, backend_of=backend_name),
+            LatencySource(self.tracker, self.log_socket, idle_value=0.0),
+        ]
+        queries = {
+            n: {str(metric): q for metric, q in s.prometheus.items()}
+            for n, s in config.services.items()
+            if s.prometheus
+        }
+        if queries and self.prometheus is not None:
+            # a metric a service takes from Prometheus is no longer read from HAProxy or psutil
+            taken = {name: frozenset(q) for name, q in queries.items()}
+            sources = [Without(source, taken) for source in sources]
+            sources.append(PrometheusSource(self.prometheus, queries))
+        return Collector(
+            services,
+            sources,
+            interval=config.interval,
+            window=config.metrics.window,
+            stale_after=config.metrics.stale_after,
+            retention=longest_rule(config) + config.metrics.window,
+        )
+
+    async def follow(self) -> bool:
+        """After `apply`: a collector for the new service list, samples of the rest kept."""
+        old = self.controller.collector
+        collector = self.build()
+        if old is not None:
+            collector.store = old.store
+        self.controller.collector = collector
+        return False
+
+
+async def follow_metrics_first_time(
+    controller: Controller, balancer: HAProxyBalancer, cleanup: contextlib.AsyncExitStack
+) -> bool:
+    """`apply` made a service autoscaled where none was: open the log socket and
+    collector now; HAProxy must reload to log to it (returns True)."""
+    balancer.log_socket = controller.loaded.state_dir / LOG_SOCKET
+    await attach_collector(controller, balancer, cleanup)
+    return True
 
 
 def longest_rule(config: SkyliftConfig) -> float:
@@ -188,9 +311,18 @@ async def _serve_locked(loaded: LoadedConfig, store: Store, pid_file: os.PathLik
     api_task = asyncio.create_task(server.serve(), name="api")
     cleanup = contextlib.AsyncExitStack()
     try:
+        assert isinstance(controller.balancer, HAProxyBalancer)
+        balancer = controller.balancer
         if wants_metrics(loaded):
-            assert isinstance(controller.balancer, HAProxyBalancer)
-            await attach_collector(controller, controller.balancer, cleanup)
+            await attach_collector(controller, balancer, cleanup)
+        else:
+
+            async def first_metrics() -> bool:
+                if not wants_metrics(controller.loaded):
+                    return False
+                return await follow_metrics_first_time(controller, balancer, cleanup)
+
+            controller.hooks.follow_metrics = first_metrics
         await controller.start()
         controller.recorder.event(
             "controller_started",

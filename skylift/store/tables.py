@@ -118,3 +118,13 @@ class ScalingEventRow(Base):
     min: Mapped[int | None] = mapped_column(Integer)
     multiplier: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class AutoscalePauseRow(Base):
+    """An operator's ``skylift autoscale pause``: survives restarts until ``resume``."""
+
+    __tablename__ = "autoscale_pauses"
+
+    service: Mapped[str] = mapped_column(String(64), primary_key=True)
+    paused_at: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(Text)

@@ -9,6 +9,7 @@ failed, 3 invalid file (nothing changed).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,6 +43,13 @@ def apply(
         except ApiError as exc:
             raise fail(str(exc), EXIT_CONFIG if exc.status == 422 else EXIT_FAILURE) from None
         except ControllerUnreachable as exc:
+            pid = _controller_pid(loaded.state_dir / "controller.pid")
+            if pid is not None:
+                raise fail(
+                    f"nothing applied: a controller (pid {pid}) runs from {loaded.state_dir} "
+                    f"but not on api.listen {loaded.config.api.listen}: a change to `api` needs "
+                    "a restart (`skylift down` then `skylift up`, or revert it)"
+                ) from None
             raise fail(
                 f"{exc}; if this file changed `api` or `state_dir`, the controller still runs "
                 "where the old file said: those keys need a restart (`skylift down`, `up`)"
@@ -55,6 +63,16 @@ def apply(
             err=True,
         )
         raise typer.Exit(EXIT_FAILURE)
+
+
+def _controller_pid(pid_file: Path) -> int | None:
+    """The pid of a live controller of this state dir, from the pidfile `up` writes."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid
 
 
 def _table(data: dict[str, Any], diff: bool) -> str:

@@ -20,6 +20,7 @@ left running forever.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -398,6 +399,7 @@ async def _remove_service(ctl: Controller, name: str) -> None:
         ctl.history.flush(time.time(), everything=True)
         ctl.autoscalers.pop(name, None)
     ctl.backends = {n: b for n, b in ctl.backends.items() if n != name}
+    _forget_gauges(ctl, name)
     if left:
         ctl.recorder.event(
             "service_remove_incomplete",
@@ -412,6 +414,24 @@ async def _remove_service(ctl: Controller, name: str) -> None:
         f"service {name} removed by apply: replicas drained and stopped",
         service=name,
     )
+
+
+def _forget_gauges(ctl: Controller, name: str) -> None:
+    """A removed service's gauges leave /metrics (its counters stay: they are history)."""
+    m = ctl.metrics
+    gauges = (
+        m.replicas_desired,
+        m.replicas_ready,
+        m.replicas_starting,
+        m.crash_loop,
+        m.last_tick,
+        m.recommended,
+        m.forecast_replicas,
+        m.forecast_history,
+    )
+    for gauge in gauges:
+        with contextlib.suppress(KeyError):  # never exported for this service
+            gauge.remove(name)
 
 
 # -- replicas of services the config no longer has -------------------------------

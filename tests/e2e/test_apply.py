@@ -106,8 +106,14 @@ def test_apply_adds_removes_and_changes_services_without_failing_the_untouched_o
     assert "haproxy.metrics" in refused.stderr
     assert json.loads(refused.stdout)["restart_required"] == ["haproxy.metrics"]
     assert d.service("shop")["desired"] == 1
-    d.config_path.write_text(original)
+    # so is a new API address: the CLI finds the controller by its state dir and says so
+    api_port, d.api_port = d.api_port, free_port()
     d.metrics_port = metrics_port
+    d.write()
+    moved = d.cli("apply", check=False)
+    assert moved.returncode == 1 and "api" in moved.stderr, moved.stderr
+    d.api_port = api_port
+    d.config_path.write_text(original)
     d.services["shop"]["replicas"] = 1
 
     # the real change: add worker, remove api, shop gets 2 replicas and another health path
@@ -169,6 +175,24 @@ def test_replicas_of_a_service_gone_from_the_config_are_stopped_at_start(
     assert "be_api" not in haproxy(d, "show backend")
 
 
+def test_down_without_a_controller_stops_replicas_of_removed_services(deploy: Deploy) -> None:
+    d = deploy({"web": web_service(replicas=1), "api": web_service(replicas=2)})
+    d.up()
+    every = pids(d, "web") + pids(d, "api")
+    controller = d.controller_pid()
+    os.kill(controller, signal.SIGKILL)
+    wait_for(lambda: gone(controller), 30, "controller killed")
+    d.services.pop("api")
+    d.write()
+    d.cli("down")
+    wait_for(lambda: all(gone(pid) for pid in every), 30, "every replica stopped")
+
+
+def last_decision(d: Deployment) -> float:
+    decisions = json.loads(d.cli("events", "--decisions", "-o", "json", "--limit", "1").stdout)
+    return max((x["ts"] for x in decisions["decisions"]), default=0.0)
+
+
 POLICY: dict[str, Any] = {
     "min": 1,
     "max": 6,
@@ -206,3 +230,15 @@ def test_scale_is_clamped_to_max_and_a_pause_survives_a_restart(deploy: Deploy) 
     d.cli("autoscale", "resume", "web")
     wait_for(lambda: d.service()["desired"] == 1, 30, "autoscaling again after resume")
     assert d.service()["autoscale"]["paused"] is False
+
+    # the collector follows services that come and go: decisions go on, no source breaks
+    d.services["extra"] = web_service(replicas=1)
+    d.write()
+    d.cli("apply")
+    wait_for(lambda: ready(d, "extra", 1), 60, "extra ready")
+    d.services.pop("extra")
+    d.write()
+    d.cli("apply")
+    applied_at = time.time()
+    wait_for(lambda: last_decision(d) > applied_at, 30, "web still decided after apply")
+    assert not [e for e in d.events() if e["kind"] in ("collector_error", "controller_error")]

@@ -37,8 +37,8 @@ from skylift.config.docker import DockerBackend as DockerBackendConfig
 from skylift.config.swarm import SwarmBackend as SwarmBackendConfig
 from skylift.controller.apply import STOP_GRACE
 from skylift.controller.core import Controller
-from skylift.lb.balancer import HAProxyBalancer
-from skylift.lb.render import backend_name
+from skylift.lb.balancer import HAProxyBalancer, build_spec
+from skylift.lb.render import backend_name, render_config
 from skylift.metrics import (
     Collector,
     HAProxyStatsSource,
@@ -116,6 +116,14 @@ def install_apply_hooks(controller: Controller, balancer: HAProxyBalancer) -> No
         await balancer.reload(services)
 
     hooks.reload_balancer = reload_balancer
+
+    async def check_balancer(services: Mapping[str, Service], settings: HAProxySettings) -> None:
+        spec = build_spec(
+            balancer.state_dir.absolute(), settings, services, {}, balancer.log_socket
+        )
+        await balancer.process.check(render_config(spec))
+
+    hooks.check_balancer = check_balancer
 
 
 async def stop_orphans_offline(loaded: LoadedConfig, store: Store) -> list[str]:

@@ -83,6 +83,11 @@ class ApplyHooks:
         None
     )
     """re-render HAProxy for these services and settings, validated, hitless"""
+    check_balancer: Callable[[Mapping[str, Service], HAProxySettings], Awaitable[None]] | None = (
+        None
+    )
+    """validate the structure a reload would install (``haproxy -c``) without installing it;
+    raises with HAProxy's message"""
     follow_metrics: Callable[[], Awaitable[bool]] | None = None
     """make the metric collector follow the current config; True if HAProxy must reload"""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -188,9 +193,28 @@ async def apply_config(ctl: Controller, new: LoadedConfig, *, dry_run: bool) -> 
         out = {**changes.as_dict(), "applied": False, "dry_run": dry_run}
         if dry_run or changes.restart_required or changes.empty:
             return out
+        if not ctl.started:
+            raise ApplyError("the controller is still starting: apply again in a moment")
         if (changes.added or _backend_changed(changes)) and ctl.hooks.backend_for is None:
             raise ApplyError("this controller cannot build backends for new services")
-        out["done"] = await _apply(ctl, new, changes)
+        if changes.needs_reload and ctl.hooks.check_balancer is not None:
+            services = {**ctl.config.services, **new.config.services}
+            try:
+                await ctl.hooks.check_balancer(services, new.config.haproxy)
+            except Exception as exc:  # HAProxy refuses the structure: nothing changed yet
+                raise ApplyError(
+                    f"HAProxy refuses the new structure, nothing applied: {exc}"
+                ) from exc
+        try:
+            out["done"] = await _apply(ctl, new, changes)
+        except Exception as exc:  # part of it may be in place: said, not hidden
+            ctl.recorder.event(
+                "config_apply_failed",
+                f"applying {new.path} failed part-way: {exc!r}; fix the cause and apply again, "
+                "or restart the controller (it reads the file as `up` does)",
+                level="error",
+            )
+            raise ApplyError(f"apply failed part-way: {exc}") from exc
         out["applied"] = True
         return out
 

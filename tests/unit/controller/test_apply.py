@@ -262,3 +262,19 @@ async def test_replicas_of_services_gone_from_the_config_are_stopped_at_start(
     orphans = [e for e in store.events(limit=1000) if e.kind == "orphan_stopped"]
     assert sorted(e.data["replica"] for e in orphans) == ["api-1", "api-2"]
     assert {e.data["was_running"] for e in orphans} == {True, False}
+
+
+async def test_a_structure_haproxy_refuses_applies_nothing(tmp_path: Path, store: Store) -> None:
+    from skylift.controller.apply import ApplyError
+
+    ctl = await controller(write(tmp_path, {"web": WEB}), store, {"web": MemoryBackend("web")})
+
+    async def refuse(services: Mapping[str, Service], settings: object) -> None:
+        raise RuntimeError("[ALERT] parsing: unknown keyword")
+
+    ctl.hooks.check_balancer = refuse
+    before = ctl.loaded
+    new = write(tmp_path, {"web": with_(WEB, replicas=4), "api": API})
+    with pytest.raises(ApplyError, match="nothing applied"):
+        await apply_config(ctl, new, dry_run=False)
+    assert ctl.loaded is before and set(ctl.loops) == {"web"} and ctl.loops["web"].desired == 2

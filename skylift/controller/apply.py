@@ -465,46 +465,50 @@ async def stop_orphans(ctl: Controller) -> list[str]:
     """Stop every recorded replica whose service is not in the config; one event each.
 
     Their HAProxy backend is already gone (the balancer renders only the
-    config's services), so there is no traffic left to drain.
+    config's services), so there is no traffic left to drain. They stop
+    concurrently; one that cannot be stopped stays recorded and is retried at
+    the next start and by ``skylift down``.
     """
     records = await asyncio.to_thread(ctl.store.replicas)
     orphans = [r for r in records if r.service not in ctl.config.services]
-    stopped: list[str] = []
-    for record in orphans:
-        backend = ctl.hooks.orphan_backend(record) if ctl.hooks.orphan_backend else None
-        if backend is None:
-            ctl.recorder.event(
-                "orphan_unmanaged",
-                f"{record.id} of {record.service!r} (no longer in the config) cannot be "
-                "stopped by this controller: stop it by hand",
-                service=record.service,
-                level="error",
-                replica=record.id,
-            )
-            continue
-        try:
-            alive = backend.adopt([record])
-            code = await backend.stop(alive[0], STOP_GRACE) if alive else None
-        except Exception as exc:  # kept in the store: retried at the next start or down
-            ctl.recorder.event(
-                "orphan_stop_failed",
-                f"cannot stop {record.id} of removed service {record.service!r}: {exc}; "
-                "retried at the next start and by `skylift down`",
-                service=record.service,
-                level="error",
-                replica=record.id,
-            )
-            continue
-        await asyncio.to_thread(ctl.store.delete_replica, record.id)
-        stopped.append(record.id)
+    stopped = await asyncio.gather(*(_stop_orphan(ctl, record) for record in orphans))
+    return [record.id for record, done in zip(orphans, stopped, strict=True) if done]
+
+
+async def _stop_orphan(ctl: Controller, record: Replica) -> bool:
+    backend = ctl.hooks.orphan_backend(record) if ctl.hooks.orphan_backend else None
+    if backend is None:
         ctl.recorder.event(
-            "orphan_stopped",
-            f"{record.id} (pid {record.pid}) of {record.service!r}, a service no longer in the "
-            + ("config, stopped" if alive else "config, was already gone; record removed"),
+            "orphan_unmanaged",
+            f"{record.id} of {record.service!r} (no longer in the config) cannot be "
+            "stopped by this controller: stop it by hand",
             service=record.service,
-            level="warning",
+            level="error",
             replica=record.id,
-            exit_code=code,
-            was_running=bool(alive),
         )
-    return stopped
+        return False
+    try:
+        alive = backend.adopt([record])
+        code = await backend.stop(alive[0], STOP_GRACE) if alive else None
+    except Exception as exc:  # kept in the store: retried at the next start or down
+        ctl.recorder.event(
+            "orphan_stop_failed",
+            f"cannot stop {record.id} of removed service {record.service!r}: {exc}; "
+            "retried at the next start and by `skylift down`",
+            service=record.service,
+            level="error",
+            replica=record.id,
+        )
+        return False
+    await asyncio.to_thread(ctl.store.delete_replica, record.id)
+    ctl.recorder.event(
+        "orphan_stopped",
+        f"{record.id} (pid {record.pid}) of {record.service!r}, a service no longer in the "
+        + ("config, stopped" if alive else "config, was already gone; record removed"),
+        service=record.service,
+        level="warning",
+        replica=record.id,
+        exit_code=code,
+        was_running=bool(alive),
+    )
+    return True

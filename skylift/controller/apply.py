@@ -359,7 +359,7 @@ async def _swap_backend(ctl: Controller, loop: ServiceLoop, svc: Service, old_ki
         loop.backend = backend
         ctl.backends = {**ctl.backends, loop.name: backend}
         return f"{loop.name}: backend {old_kind} -> {svc.backend.kind}; replicas restarted"
-    backend.adopt(loop.replicas())
+    await asyncio.to_thread(backend.adopt, loop.replicas())  # Engine calls for containers
     loop.backend = backend
     ctl.backends = {**ctl.backends, loop.name: backend}
     return f"{loop.name}: backend settings apply to new replicas (running ones kept)"
@@ -374,7 +374,7 @@ async def _add_service(ctl: Controller, name: str) -> ServiceLoop:
         ctl.ceilings[name] = ceiling
     await _new_autoscaler(ctl, name, svc)
     records = await asyncio.to_thread(ctl.store.replicas, service=name)
-    alive = backend.adopt(records)
+    alive = await asyncio.to_thread(backend.adopt, records)
     for record in records:
         if record.id not in {r.id for r in alive}:
             await asyncio.to_thread(ctl.store.delete_replica, record.id)
@@ -488,7 +488,7 @@ async def _stop_orphan(ctl: Controller, record: Replica) -> bool:
         )
         return False
     try:
-        alive = backend.adopt([record])
+        alive = await asyncio.to_thread(backend.adopt, [record])
         code = await backend.stop(alive[0], STOP_GRACE) if alive else None
     except Exception as exc:  # kept in the store: retried at the next start or down
         ctl.recorder.event(

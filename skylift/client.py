@@ -81,3 +81,13 @@ class ApiClient:
 
     def delete(self, path: str, **kwargs: Any) -> Any:
         return self.request("DELETE", path, **kwargs)
+
+    # -- what an operator changes on a running controller --------------------
+
+    def apply(self, path: str, *, dry_run: bool) -> Any:
+        """``skylift apply``: the controller reads ``path`` itself and applies (or diffs) it."""
+        return self.post("/api/v1/apply", json={"path": path, "dry_run": dry_run})
+
+    def set_autoscale_paused(self, service: str, paused: bool) -> Any:
+        """``skylift autoscale pause|resume``."""
+        return self.post(f"/api/v1/services/{service}/autoscale", json={"paused": paused})

@@ -13,7 +13,7 @@ import json
 import os
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -24,9 +24,19 @@ from skylift.api.app import create_app
 from skylift.api.token import ensure_state_dir, load_or_create_token
 from skylift.backends.base import Backend
 from skylift.backends.process import ProcessBackend
-from skylift.config import LoadedConfig, SkyliftConfig, split_listen
+from skylift.config import (
+    HAProxySettings,
+    LoadedConfig,
+    Service,
+    SkyliftConfig,
+    split_listen,
+)
+from skylift.config import (
+    ProcessBackend as ProcessBackendConfig,
+)
 from skylift.config.docker import DockerBackend as DockerBackendConfig
 from skylift.config.swarm import SwarmBackend as SwarmBackendConfig
+from skylift.controller.apply import STOP_GRACE
 from skylift.controller.core import Controller
 from skylift.controller.fence import (
     VERIFY_TIMEOUT,
@@ -38,8 +48,8 @@ from skylift.controller.fence import (
     keep,
     unfenced,
 )
-from skylift.lb.balancer import HAProxyBalancer
-from skylift.lb.render import backend_name
+from skylift.lb.balancer import HAProxyBalancer, build_spec
+from skylift.lb.render import backend_name, render_config
 from skylift.metrics import (
     Collector,
     HAProxyStatsSource,
@@ -53,6 +63,7 @@ from skylift.metrics import (
 )
 from skylift.metrics.docker_stats import ContainerStats, DockerStatsSource
 from skylift.metrics.exported import SourceHealthMetrics
+from skylift.metrics.health import SourceHealth
 from skylift.metrics.override import Without
 from skylift.model import Replica
 from skylift.store import ControllerAlreadyRunning, Store
@@ -76,38 +87,45 @@ def wants_metrics(loaded: LoadedConfig) -> bool:
     return any(svc.autoscale is not None for svc in loaded.config.services.values())
 
 
+def build_backend(loaded: LoadedConfig, name: str, svc: Service) -> Backend:
+    """The backend of one service, as its config says (also for services `apply` adds)."""
+    if isinstance(svc.backend, DockerBackendConfig):
+        # optional dependency: imported only when a service asks for it, with a clear
+        # "pip install 'skylift[docker]'" message if it is missing
+        from skylift.backends.docker import DockerBackend
+
+        return DockerBackend(
+            name, svc.backend, project=loaded.config.project, base_dir=loaded.base_dir
+        )
+    if isinstance(svc.backend, SwarmBackendConfig):
+        from skylift.backends.swarm import SwarmBackend
+
+        return SwarmBackend(
+            name,
+            svc.backend,
+            project=loaded.config.project,
+            stop_grace=svc.stop_grace,
+            base_dir=loaded.base_dir,
+        )
+    return ProcessBackend(name, svc.backend, loaded.base_dir, loaded.state_dir)
+
+
 def build_controller(loaded: LoadedConfig, store: Store, fence: Fence | None = None) -> Controller:
     state_dir = loaded.state_dir
-    backends: dict[str, Backend] = {}
-    for name, svc in loaded.config.services.items():
-        if isinstance(svc.backend, DockerBackendConfig):
-            # optional dependency: imported only when a service asks for it, with a clear
-            # "pip install 'skylift[docker]'" message if it is missing
-            from skylift.backends.docker import DockerBackend
-
-            backends[name] = DockerBackend(
-                name, svc.backend, project=loaded.config.project, base_dir=loaded.base_dir
-            )
-        elif isinstance(svc.backend, SwarmBackendConfig):
-            from skylift.backends.swarm import SwarmBackend
-
-            backends[name] = SwarmBackend(
-                name,
-                svc.backend,
-                project=loaded.config.project,
-                stop_grace=svc.stop_grace,
-                base_dir=loaded.base_dir,
-            )
-        else:
-            backends[name] = ProcessBackend(name, svc.backend, loaded.base_dir, state_dir)
+    backends: dict[str, Backend] = {
+        name: build_backend(loaded, name, svc) for name, svc in loaded.config.services.items()
+    }
     balancer = HAProxyBalancer(
         state_dir=state_dir,
         settings=loaded.config.haproxy,
         log_socket=state_dir / LOG_SOCKET if wants_metrics(loaded) else None,
     )
     if fence is None:
-        return Controller(loaded, store, balancer, backends)
-    return fenced_controller(loaded, store, balancer, backends, fence)
+        controller = Controller(loaded, store, balancer, backends)
+    else:
+        controller = fenced_controller(loaded, store, balancer, backends, fence)
+    install_apply_hooks(controller, balancer)
+    return controller
 
 
 def fenced_controller(
@@ -128,55 +146,181 @@ def fenced_controller(
     return controller
 
 
+def install_apply_hooks(controller: Controller, balancer: HAProxyBalancer) -> None:
+    """What `skylift apply` and the orphan sweep need that only this module can build."""
+    hooks = controller.hooks
+    fence = controller.fence
+
+    def backend_for(name: str, svc: Service) -> Backend:
+        backend = build_backend(controller.loaded, name, svc)
+        return fence_backend(backend, fence) if fence is not None else backend
+
+    hooks.backend_for = backend_for
+    hooks.orphan_backend = lambda record: orphan_backend(controller.loaded, record)
+
+    async def reload_balancer(services: Mapping[str, Service], settings: HAProxySettings) -> None:
+        balancer.settings = settings
+        await balancer.reload(services)
+
+    hooks.reload_balancer = reload_balancer
+
+    async def check_balancer(services: Mapping[str, Service], settings: HAProxySettings) -> None:
+        spec = build_spec(
+            balancer.state_dir.absolute(), settings, services, {}, balancer.log_socket
+        )
+        await balancer.process.check(render_config(spec))
+
+    hooks.check_balancer = check_balancer
+
+
+async def stop_orphans_offline(loaded: LoadedConfig, store: Store) -> list[str]:
+    """`skylift down` with no controller running: stop the replicas the store records for
+    services the config no longer has (the ones of configured services are stopped by
+    the caller)."""
+    stopped = []
+    for record in store.replicas():
+        if record.service in loaded.config.services:
+            continue
+        backend = orphan_backend(loaded, record)
+        for replica in backend.adopt([record]):
+            await backend.stop(replica, STOP_GRACE)
+        store.delete_replica(record.id)
+        stopped.append(record.id)
+    return stopped
+
+
+def orphan_backend(loaded: LoadedConfig, record: Replica) -> Backend:
+    """A backend able to find and stop ``record``, a replica of a service no longer
+    configured. Only its stop path runs, which needs the record's handle (pid and start
+    time, or container/service id) and the project's labels, never the service's own
+    settings: those are placeholders."""
+    handle = record.handle
+    if "service_id" in handle:
+        from skylift.backends.swarm import SwarmBackend
+
+        swarm = SwarmBackendConfig(image="skylift-orphan", port=1)
+        return SwarmBackend(record.service, swarm, project=loaded.config.project)
+    if "container_id" in handle:
+        from skylift.backends.docker import DockerBackend
+
+        docker = DockerBackendConfig(image="skylift-orphan", port=1)
+        return DockerBackend(record.service, docker, project=loaded.config.project)
+    process = ProcessBackendConfig(command="skylift-orphan {port}")
+    return ProcessBackend(record.service, process, loaded.base_dir, loaded.state_dir)
+
+
 async def attach_collector(
     controller: Controller, balancer: HAProxyBalancer, cleanup: contextlib.AsyncExitStack
 ) -> None:
-    """Metric sources for autoscaling: process stats, HAProxy stats and logs, Prometheus."""
+    """Metric sources for autoscaling: process stats, HAProxy stats and logs, Prometheus.
+
+    The wiring stays with the controller, so `skylift apply` can make the collector
+    follow services that come and go (see :class:`MetricsWiring`).
+    """
     config = controller.config
-    services = list(config.services)
-    tracker = LatencyTracker(backend_map(services, backend_name), window=config.metrics.window)
+    tracker = LatencyTracker(
+        backend_map(config.services, backend_name), window=config.metrics.window
+    )
     log_socket = await LogSocket.open(controller.loaded.state_dir / LOG_SOCKET, tracker)
     cleanup.callback(log_socket.close)
-
-    def replicas(name: str) -> list[Replica]:
-        return controller.loops[name].replicas()
-
-    requests = {n: r for n, s in config.services.items() if (r := s.request) is not None}
-    # containers are measured by the Engine (their cgroup), processes by psutil
-    raw = {n: unfenced(b) for n, b in controller.backends.items()}
-    engines = {n: b for n, b in raw.items() if isinstance(b, ContainerStats)}
-    processes = {n: r for n, r in requests.items() if n not in engines}
-    stats = HAProxyStatsSource(balancer.runtime, backend_of=backend_name)
-    sources: list[MetricSource] = [
-        ProcessStatsSource(replicas, processes),
-        DockerStatsSource(replicas, {n: requests[n] for n in engines if n in requests}, engines),
-        stats,
-        # p95 reads 0 only when HAProxy counted no request: fails closed on a lost log
-        LatencySource(tracker, log_socket, traffic=stats.requests),
-    ]
-    queries = {
-        n: {str(metric): q for metric, q in s.prometheus.items()}
-        for n, s in config.services.items()
-        if s.prometheus
-    }
-    if queries and config.metrics.prometheus_url:
-        # a metric a service takes from Prometheus is no longer read from HAProxy or psutil
-        taken = {name: frozenset(q) for name, q in queries.items()}
-        sources = [Without(source, taken) for source in sources]
+    client = None
+    if config.metrics.prometheus_url:
         client = httpx.AsyncClient(
             base_url=config.metrics.prometheus_url, timeout=config.interval, trust_env=False
         )
         cleanup.push_async_callback(client.aclose)
-        sources.append(PrometheusSource(client, queries))
-    controller.collector = Collector(
-        services,
-        sources,
-        interval=config.interval,
-        window=config.metrics.window,
-        stale_after=config.metrics.stale_after,
-        retention=longest_rule(config) + config.metrics.window,
-    )
-    controller.metrics.registry.register(SourceHealthMetrics(controller.collector.health))
+    wiring = MetricsWiring(controller, balancer, tracker, log_socket, client)
+    controller.collector = wiring.build()
+
+    def health() -> list[SourceHealth]:  # the current collector's, across `apply` rebuilds
+        collector = controller.collector
+        return list(collector.health()) if collector is not None else []
+
+    controller.metrics.registry.register(SourceHealthMetrics(health))
+    controller.hooks.follow_metrics = wiring.follow
+
+
+class MetricsWiring:
+    """Builds the controller's collector from its current config, keeping the parts that
+    must outlive a rebuild: the log socket and its latency windows, the Prometheus
+    client, and the samples already collected for services that stay."""
+
+    def __init__(
+        self,
+        controller: Controller,
+        balancer: HAProxyBalancer,
+        tracker: LatencyTracker,
+        log_socket: LogSocket,
+        prometheus: httpx.AsyncClient | None,
+    ) -> None:
+        self.controller = controller
+        self.balancer = balancer
+        self.tracker = tracker
+        self.log_socket = log_socket
+        self.prometheus = prometheus
+
+    def build(self) -> Collector:
+        controller = self.controller
+        config = controller.config
+        services = list(config.services)
+        self.tracker.follow(backend_map(services, backend_name))
+
+        def replicas(name: str) -> list[Replica]:
+            loop = controller.loops.get(name)
+            return loop.replicas() if loop is not None else []
+
+        requests = {n: r for n, s in config.services.items() if (r := s.request) is not None}
+        # containers are measured by the Engine (their cgroup), processes by psutil
+        raw = {n: unfenced(b) for n, b in controller.backends.items()}
+        engines = {n: b for n, b in raw.items() if isinstance(b, ContainerStats)}
+        processes = {n: r for n, r in requests.items() if n not in engines}
+        stats = HAProxyStatsSource(self.balancer.runtime, backend_of=backend_name)
+        sources: list[MetricSource] = [
+            ProcessStatsSource(replicas, processes),
+            DockerStatsSource(
+                replicas, {n: requests[n] for n in engines if n in requests}, engines
+            ),
+            stats,
+            # p95 reads 0 only when HAProxy counted no request: fails closed on a lost log
+            LatencySource(self.tracker, self.log_socket, traffic=stats.requests),
+        ]
+        queries = {
+            n: {str(metric): q for metric, q in s.prometheus.items()}
+            for n, s in config.services.items()
+            if s.prometheus
+        }
+        if queries and self.prometheus is not None:
+            # a metric a service takes from Prometheus is no longer read from HAProxy or psutil
+            taken = {name: frozenset(q) for name, q in queries.items()}
+            sources = [Without(source, taken) for source in sources]
+            sources.append(PrometheusSource(self.prometheus, queries))
+        return Collector(
+            services,
+            sources,
+            interval=config.interval,
+            window=config.metrics.window,
+            stale_after=config.metrics.stale_after,
+            retention=longest_rule(config) + config.metrics.window,
+        )
+
+    async def follow(self) -> bool:
+        """After `apply`: a collector for the new service list, samples of the rest kept."""
+        old = self.controller.collector
+        collector = self.build()
+        if old is not None:
+            collector.store = old.store
+        self.controller.collector = collector
+        return False
+
+
+async def follow_metrics_first_time(
+    controller: Controller, balancer: HAProxyBalancer, cleanup: contextlib.AsyncExitStack
+) -> bool:
+    """`apply` made a service autoscaled where none was: open the log socket and
+    collector now; HAProxy must reload to log to it (returns True)."""
+    balancer.log_socket = controller.loaded.state_dir / LOG_SOCKET
+    await attach_collector(controller, balancer, cleanup)
+    return True
 
 
 def longest_rule(config: SkyliftConfig) -> float:
@@ -343,9 +487,17 @@ async def _serve_locked(
     api_task = asyncio.create_task(_serve_api(server, host, port), name="api")
     cleanup = contextlib.AsyncExitStack()
     try:
+        balancer = unfenced_balancer(controller)
         if wants_metrics(loaded):
-            balancer = unfenced_balancer(controller)
             await attach_collector(controller, balancer, cleanup)
+        else:
+
+            async def first_metrics() -> bool:
+                if not wants_metrics(controller.loaded):
+                    return False
+                return await follow_metrics_first_time(controller, balancer, cleanup)
+
+            controller.hooks.follow_metrics = first_metrics
         try:
             await controller.start()
         except Fenced:

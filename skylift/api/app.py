@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from skylift.api.operator import operator_routes
 from skylift.controller.core import Controller, UnknownService
 from skylift.controller.history import NotAutoscaled
 from skylift.controller.reads import StoreReader, StoreUnavailable
@@ -93,10 +94,7 @@ def create_app(
             applied, clamped = controller.scale(name, replicas)
         except UnknownService:
             return JSONResponse({"error": f"no service named {name!r}"}, status_code=404)
-        answer: dict[str, Any] = {"service": name, "desired": applied}
-        if clamped:
-            answer["clamped"] = clamped
-        return JSONResponse(answer)
+        return JSONResponse({"service": name, "desired": applied, "clamped": clamped})
 
     async def explain(request: Request) -> Response:
         name = request.path_params["name"]
@@ -200,6 +198,7 @@ def create_app(
             ),
             Route("/api/v1/decisions", listing("decisions")),
             Route("/api/v1/shutdown", shutdown, methods=["POST"]),
+            *operator_routes(controller),
         ]
     )
     app.add_middleware(_RequireToken, token=token)

@@ -18,6 +18,8 @@ from typing import Annotated, Any
 
 import typer
 
+from skylift.cli import apply as cli_apply
+from skylift.cli import autoscale as cli_autoscale
 from skylift.cli import backup as cli_backup
 from skylift.cli import event as cli_event
 from skylift.cli import forecast as cli_forecast
@@ -289,7 +291,7 @@ def down(
 
 async def _down_offline(loaded: LoadedConfig) -> None:
     """Stop what a dead controller left running, found through the store."""
-    from skylift.daemon import build_controller
+    from skylift.daemon import build_controller, stop_orphans_offline
     from skylift.store import Store
 
     store = Store.open(loaded.store_url)
@@ -302,6 +304,7 @@ async def _down_offline(loaded: LoadedConfig) -> None:
                 for replica in backend.adopt(store.replicas(service=name)):
                     await backend.stop(replica, spec.stop_grace)
                     store.delete_replica(replica.id)
+            await stop_orphans_offline(loaded, store)
             await controller.balancer.stop()
             await asyncio.to_thread(lock.release, down=True)  # no standby starts it again
     finally:
@@ -331,6 +334,8 @@ def status(config: ConfigOpt = Path("skylift.yaml"), output: OutputOpt = Output.
                 f"  crash-loop: {crash['failures']} failed start(s), next in "
                 f"{crash['next_start_in']}s ({crash['last_reason']})"
             )
+        if (svc.get("autoscale") or {}).get("paused"):
+            lines.append("  autoscale: paused (`skylift autoscale resume` ends it)")
         for r in svc["replicas"]:
             lines.append(f"  {r['id']:<14} {r['state']:<10} pid {r['pid']!s:<8} {r['address']}")
     emit(data, output, "\n".join(lines))
@@ -483,6 +488,8 @@ cli_event.register(app)
 cli_forecast.register(app)
 cli_platform.register(app)
 cli_replica.register(app)
+cli_autoscale.register(app)
+cli_apply.register(app)
 
 
 def main() -> None:

@@ -54,6 +54,7 @@ class Autoscaler:
         cf = self.compiled.forecast
         self.forecaster = Forecaster(cf, policy.interval, startup) if cf is not None else None
         self.buffer = LoadBuffer(cf.step) if cf is not None else None
+        self.paused_since: float | None = None  # `skylift autoscale pause` (wall time)
 
     @property
     def forecast_metric(self) -> str | None:
@@ -87,6 +88,22 @@ class Autoscaler:
     def take_history(self, everything: bool = False) -> list[Bucket]:
         """Closed load buckets not yet persisted; ``everything`` adds the open one."""
         return self.buffer.take(everything) if self.buffer is not None else []
+
+    @property
+    def paused(self) -> bool:
+        """Held by the config's ``paused: true`` or by an operator's ``autoscale pause``."""
+        return self.compiled.paused
+
+    def pause(self, since: float) -> None:
+        """Hold the current count (the engine's ``paused``) until :meth:`resume`."""
+        self.paused_since = since
+        self.compiled = dataclasses.replace(self.compiled, paused=True)
+
+    def resume(self) -> None:
+        """Decide again from the next interval on (the config's ``paused`` still holds)."""
+        self.paused_since = None
+        self.compiled = dataclasses.replace(self.compiled, paused=self.policy.paused)
+        self.next_at = 0.0
 
     def due(self, now: float) -> bool:
         return now >= self.next_at
@@ -143,7 +160,7 @@ class Autoscaler:
             "direction": decision.direction,
             "recommended": decision.recommended,
             "dry_run": self.policy.dry_run,
-            "paused": self.policy.paused,
+            "paused": self.paused,
             "min": self.policy.min,
             "max": self.policy.max,
             "checks": [

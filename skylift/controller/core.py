@@ -16,11 +16,13 @@ import structlog
 
 from skylift.backends.base import BackendError, Refreshable
 from skylift.config import LoadedConfig
+from skylift.controller.apply import ApplyHooks, stop_orphans
 from skylift.controller.autoscaler import Autoscaler, reason_label
 from skylift.controller.budget import ceiling_of
 from skylift.controller.fence import Fence
 from skylift.controller.history import HistoryKeeper
 from skylift.controller.liveness import Liveness, ReportsWaits
+from skylift.controller.pause import explain_pause, manual_clamp, pause_view, restore_pauses
 from skylift.controller.protocols import Backend, Balancer, EventSource
 from skylift.controller.recorder import ControllerMetrics, Recorder
 from skylift.controller.retention import Pruner
@@ -67,6 +69,8 @@ class Controller:
         self.loops: dict[str, ServiceLoop] = {}
         self.last_tick: dict[str, float] = {}
         self.started = False
+        self.running: tuple[asyncio.Event, list[asyncio.Task[None]]] | None = None
+        self.hooks = ApplyHooks()  # how `apply` builds backends and follows metrics
         self.backends = backends
         self._probe = probe
         self.collector = collector
@@ -124,6 +128,8 @@ class Controller:
             self.loops[name] = loop
         await self.balancer.start(self.config.services, adopted)
         await asyncio.to_thread(self.history.restore, time.time())
+        restore_pauses(self)
+        await stop_orphans(self)
         self.started = True
 
     def _initial_desired(self, name: str) -> int:
@@ -143,21 +149,14 @@ class Controller:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick every service until ``stop`` is set; one service's trouble stays its own."""
-        for name, loop in self.loops.items():
-            dependency = loop.backend if isinstance(loop.backend, ReportsWaits) else None
-            self.liveness.register(_beat(name), dependency)
-        tasks = [
-            asyncio.create_task(self._run_service(loop, stop), name=f"service-{name}")
-            for name, loop in self.loops.items()
-        ]
+        tasks: list[asyncio.Task[None]] = []
+        self.running = (stop, tasks)  # `apply` adds and ends service tasks through it
+        for loop in self.loops.values():
+            self.spawn_service(loop)
         if self.collector is not None:
             self.liveness.register("collector")
             tasks.append(asyncio.create_task(self._run_collector(stop), name="collector"))
         tasks.append(asyncio.create_task(self.pruner.run(stop), name="retention"))
-        for name, loop in self.loops.items():
-            if isinstance(loop.backend, EventSource):
-                watcher = watch_events(loop, loop.backend, self.recorder, stop)
-                tasks.append(asyncio.create_task(watcher, name=f"events-{name}"))
         try:
             await stop.wait()
         finally:
@@ -168,6 +167,20 @@ class Controller:
                 await loop.close()
             self.history.flush(time.time(), everything=True)
             await self.flush_writes()
+
+    def spawn_service(self, loop: ServiceLoop) -> list[asyncio.Task[None]]:
+        """Start the tasks of one service (its loop, its backend's events) under :meth:`run`."""
+        if self.running is None:
+            return []  # not running yet: run() starts every loop in self.loops
+        stop, tasks = self.running
+        dependency = loop.backend if isinstance(loop.backend, ReportsWaits) else None
+        self.liveness.register(_beat(loop.name), dependency)
+        mine = [asyncio.create_task(self._run_service(loop, stop), name=f"service-{loop.name}")]
+        if isinstance(loop.backend, EventSource):
+            watcher = watch_events(loop, loop.backend, self.recorder, stop)
+            mine.append(asyncio.create_task(watcher, name=f"events-{loop.name}"))
+        tasks.extend(mine)
+        return mine
 
     async def _run_service(self, loop: ServiceLoop, stop: asyncio.Event) -> None:
         errors = 0
@@ -295,7 +308,7 @@ class Controller:
                 "autoscale": False,
                 "reasons": [f"no autoscale policy: desired {loop.desired} is set by config/scale"],
             }
-        out = autoscaler.explain(now)
+        out = explain_pause(autoscaler.explain(now), autoscaler)
         out["autoscale"] = True
         if self.collector is not None:
             out["failing_sources"] = [
@@ -405,11 +418,9 @@ class Controller:
     def scale(self, service: str, replicas: int) -> tuple[int, str | None]:
         """Set the count by hand; returns what was applied and, if less, why."""
         loop = self._loop(service)
-        ceiling = self.ceilings.get(service)
-        clamped = None
-        if ceiling is not None and replicas > ceiling.replicas:
-            clamped = f"{replicas} asked, capped at {ceiling.replicas} by the {ceiling.reason}"
-            replicas = ceiling.replicas
+        replicas, clamped = manual_clamp(
+            replicas, self.autoscalers.get(service), self.ceilings.get(service)
+        )
         old = loop.desired
         loop.desired = replicas
         self.writer.set_desired(service, replicas)
@@ -426,6 +437,7 @@ class Controller:
     async def down(self) -> None:
         """Stop every replica (drained) and HAProxy."""
         await asyncio.gather(*(loop.stop_all() for loop in self.loops.values()))
+        await stop_orphans(self)
         await self.balancer.stop()
         self.recorder.event("down", "all replicas and HAProxy stopped")
 
@@ -441,6 +453,7 @@ class Controller:
             return None
         last = autoscaler.last
         return {
+            **pause_view(autoscaler),
             "min": autoscaler.policy.min,
             "max": autoscaler.policy.max,
             "last_direction": last.direction if last else None,

@@ -63,6 +63,10 @@ class Liveness:
             beat = self.beats[name] = Beat(name, started=self.clock(), dependency=dependency)
         return beat
 
+    def forget(self, name: str) -> None:
+        """A loop that ended on purpose (its service was removed by `apply`)."""
+        self.beats.pop(name, None)
+
     def ok(self, name: str) -> None:
         """The loop completed a pass."""
         beat = self.register(name)

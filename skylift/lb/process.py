@@ -180,6 +180,16 @@ class HAProxyProcess:
             raise
         os.replace(candidate, self.paths.config)
 
+    async def check(self, text: str) -> None:
+        """``haproxy -c`` of ``text`` without installing it (:class:`ConfigInvalid` if refused)."""
+        self.prepare_state_dir()
+        candidate = self.paths.root / "haproxy.cfg.check"
+        write_private(candidate, text)
+        try:
+            await self.validate(candidate)
+        finally:
+            candidate.unlink(missing_ok=True)
+
     def write_config_unchecked(self, text: str) -> None:
         """Persist membership between reloads; validated by the next :meth:`reload`."""
         write_private(self.paths.config, text)

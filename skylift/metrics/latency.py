@@ -58,11 +58,21 @@ class LatencyTracker:
         self._service_of = dict(backends)
         self.window = window - window / slots
         """The shortest span the quantiles cover (a sub-window ages out at once)."""
+        self._shape = (window, slots, relative_error)
         self._sketches = {
             service: SlidingQuantiles(window, slots, relative_error)
             for service in set(self._service_of.values())
         }
         self.counters = LogCounters()
+
+    def follow(self, backends: Mapping[str, str]) -> None:
+        """Services came or went (``skylift apply``): the others keep their window."""
+        self._service_of = dict(backends)
+        wanted = set(self._service_of.values())
+        self._sketches = {
+            service: self._sketches.get(service) or SlidingQuantiles(*self._shape)
+            for service in wanted
+        }
 
     def feed(self, line: bytes, now: float) -> None:
         """Parse one datagram and record its latency (the receiver's hot path)."""

@@ -32,7 +32,14 @@ from skylift.store.lease import (
 )
 from skylift.store.lock import ControllerAlreadyRunning
 from skylift.store.records import Decision, Event, ServiceState
-from skylift.store.tables import DecisionRow, EventRow, LoadBucketRow, ReplicaRow, ServiceRow
+from skylift.store.tables import (
+    AutoscalePauseRow,
+    DecisionRow,
+    EventRow,
+    LoadBucketRow,
+    ReplicaRow,
+    ServiceRow,
+)
 from skylift.store.urls import default_url, masked, parse_url
 
 LEVELS = ("debug", "info", "warning", "error")
@@ -295,6 +302,26 @@ class Store:
             session.add(row)
         row.updated_at = self._clock()
         return row
+
+    # -- autoscaling paused by an operator ------------------------------------
+
+    def set_autoscale_paused(self, service: str, paused: bool, reason: str = "") -> None:
+        """Pause (or resume) a service's autoscaling; kept until resumed, across restarts."""
+        with self._session.begin() as session:
+            row = session.get(AutoscalePauseRow, service)
+            if not paused:
+                if row is not None:
+                    session.delete(row)
+                return
+            if row is None:
+                session.add(
+                    AutoscalePauseRow(service=service, paused_at=self._clock(), reason=reason)
+                )
+
+    def autoscale_pauses(self) -> dict[str, float]:
+        """Every paused service and since when (epoch seconds)."""
+        with self._session() as session:
+            return {r.service: r.paused_at for r in session.scalars(select(AutoscalePauseRow))}
 
     # -- scaling decisions ---------------------------------------------------
 

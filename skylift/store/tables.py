@@ -139,3 +139,13 @@ class LeaseRow(Base):
     acquired_at: Mapped[float] = mapped_column(Float)
     renewed_at: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[float] = mapped_column(Float)
+
+
+class AutoscalePauseRow(Base):
+    """An operator's ``skylift autoscale pause``: survives restarts until ``resume``."""
+
+    __tablename__ = "autoscale_pauses"
+
+    service: Mapped[str] = mapped_column(String(64), primary_key=True)
+    paused_at: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(Text)

@@ -68,7 +68,7 @@ async def test_token_required_except_probes(controller: Controller, tmp_path: Pa
         assert web["desired"] == 2 and web["ready"] == 2
         assert {r["state"] for r in web["replicas"]} == {"ready"}
         scaled = await post("/api/v1/services/web/scale", {"replicas": 4})
-        assert scaled.json() == {"service": "web", "desired": 4}
+        assert scaled.json() == {"service": "web", "desired": 4, "clamped": None}
         assert controller.loops["web"].desired == 4
         assert controller.writer.flush(10)  # store writes are write-behind
         assert controller.store.desired("web") == 4

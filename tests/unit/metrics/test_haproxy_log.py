@@ -91,3 +91,13 @@ def test_tracker_feeds_the_service_of_the_backend() -> None:
     assert tracker.quantile("nope", 0.95, 10.0) is None
     c = tracker.counters
     assert (c.datagrams, c.requests, c.unknown_backend, c.not_requests) == (22, 20, 1, 1)
+
+
+def test_tracker_follows_services_that_come_and_go_keeping_the_others_window() -> None:
+    tracker = LatencyTracker({"be_web": "web", "be_api": "api"})
+    tracker.feed(RFC5424, now=10.0)
+    tracker.follow({"be_web": "web", "be_dead": "dead"})  # `skylift apply`: api out, dead in
+    assert tracker.count("web", 10.0) == 1  # kept
+    assert tracker.quantile("api", 0.95, 10.0) is None
+    tracker.feed(NOSRV, now=10.0)
+    assert tracker.count("dead", 10.0) == 1

@@ -22,6 +22,11 @@ WRITE = "write"
 OTHER = "other"
 OVERLOAD_CLIENT = "overload_client"
 
+CLIENT_SIDE = frozenset({OVERLOAD_CLIENT})
+"""Error kinds that say the *client* fell behind, not the system under test: an
+``overload_client`` request never left (``max_in_flight`` requests were open). A slow
+server shows as ``timeout`` too, so leaving these out of ``failed`` hides nothing."""
+
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
     """The ``q``-th percentile (0..100) with linear interpolation (numpy's default).
@@ -61,7 +66,9 @@ class LoadReport:
     schedule actually used); ``throughput`` is ok responses over the whole run
     including the wait for the last responses. ``lag_*`` is how late requests
     left compared to their schedule (the load generator's own health: large
-    lag means the client, not the server, was the bottleneck).
+    lag means the client, not the server, was the bottleneck). ``failed`` counts
+    the errors of the system under test and ``not_sent`` the client's own
+    (``errors == failed + not_sent``): a load test asserts on ``failed``.
     """
 
     target: str
@@ -85,6 +92,16 @@ class LoadReport:
     lag_max_ms: float
     stopped_early: bool
 
+    @property
+    def not_sent(self) -> int:
+        """Requests whose time came but that the client never sent (it fell behind)."""
+        return sum(n for kind, n in self.errors_by_kind.items() if kind in CLIENT_SIDE)
+
+    @property
+    def failed(self) -> int:
+        """Requests sent that the system under test failed: every error but the client's."""
+        return self.errors - self.not_sent
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the ``skylift load -o json`` output)."""
         return {
@@ -94,6 +111,8 @@ class LoadReport:
             "sent": self.sent,
             "ok": self.ok,
             "errors": self.errors,
+            "failed": self.failed,
+            "not_sent": self.not_sent,
             "errors_by_kind": dict(self.errors_by_kind),
             "status_codes": dict(self.status_codes),
             "replicas": dict(self.replicas),

@@ -22,10 +22,12 @@ WRITE = "write"
 OTHER = "other"
 OVERLOAD_CLIENT = "overload_client"
 
-CLIENT_SIDE = frozenset({OVERLOAD_CLIENT})
+CLIENT_SIDE = frozenset({OVERLOAD_CLIENT, "http_408"})
 """Error kinds that say the *client* fell behind, not the system under test: an
-``overload_client`` request never left (``max_in_flight`` requests were open). A slow
-server shows as ``timeout`` too, so leaving these out of ``failed`` hides nothing."""
+``overload_client`` request never left (``max_in_flight`` requests were open); a 408
+is the server (HAProxy's ``timeout http-request``) giving up on a client that
+connected but was too slow to send its request, as a starved client loop is. A slow
+server shows as ``timeout`` or 5xx, so leaving these out of ``failed`` hides nothing."""
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -67,8 +69,8 @@ class LoadReport:
     including the wait for the last responses. ``lag_*`` is how late requests
     left compared to their schedule (the load generator's own health: large
     lag means the client, not the server, was the bottleneck). ``failed`` counts
-    the errors of the system under test and ``not_sent`` the client's own
-    (``errors == failed + not_sent``): a load test asserts on ``failed``.
+    the errors of the system under test and ``client_errors`` the client's own
+    (``errors == failed + client_errors``): a load test asserts on ``failed``.
     """
 
     target: str
@@ -93,14 +95,14 @@ class LoadReport:
     stopped_early: bool
 
     @property
-    def not_sent(self) -> int:
-        """Requests whose time came but that the client never sent (it fell behind)."""
+    def client_errors(self) -> int:
+        """Requests lost to the client falling behind (kinds in ``CLIENT_SIDE``)."""
         return sum(n for kind, n in self.errors_by_kind.items() if kind in CLIENT_SIDE)
 
     @property
     def failed(self) -> int:
         """Requests sent that the system under test failed: every error but the client's."""
-        return self.errors - self.not_sent
+        return self.errors - self.client_errors
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the ``skylift load -o json`` output)."""
@@ -112,7 +114,7 @@ class LoadReport:
             "ok": self.ok,
             "errors": self.errors,
             "failed": self.failed,
-            "not_sent": self.not_sent,
+            "client_errors": self.client_errors,
             "errors_by_kind": dict(self.errors_by_kind),
             "status_codes": dict(self.status_codes),
             "replicas": dict(self.replicas),

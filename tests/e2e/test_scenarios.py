@@ -22,7 +22,7 @@ import pytest
 
 from skylift.loadgen import constant_plan, run_load_in_thread
 from tests.e2e.harness import Deployment, DrainWatcher, wait_for, web_service
-from tests.loadcheck import assert_no_failed_request
+from tests.loadcheck import CLIENT_TIMEOUT, assert_no_failed_request
 
 Deploy = Callable[..., Deployment]
 
@@ -53,7 +53,7 @@ def _process_flavour() -> Flavour:
         slow_path="/sleep?ms=1500",
         kill=_kill_process,
         leftovers=lambda d: [str(p.pid) for p in d.tagged_processes()],
-        replace_within=10,
+        replace_within=20,  # a python start-up and 2 health checks, on a busy host
     )
 
 
@@ -78,12 +78,12 @@ def _container_flavour(kind: str, client: Any, image: str) -> Flavour:
         slow_path="/cgi-bin/sleep",
         kill=kill,
         leftovers=containers,
-        replace_within=30,
+        replace_within=45,
     )
 
 
 # a few dozen requests/s at most: these must pass with one core kept busy (--busy-core)
-RPS = 25
+RPS = 15
 
 
 @pytest.fixture(
@@ -154,7 +154,7 @@ def test_kill_under_load_loses_nothing_and_is_replaced(
     d.up(timeout=90)
     before = ready_ids(d)
     victim = sorted(before)[0]
-    plan = constant_plan(d.frontend(), "/replica", rps=RPS, duration=60)
+    plan = constant_plan(d.frontend(), "/replica", rps=RPS, duration=60, timeout=CLIENT_TIMEOUT)
     with run_load_in_thread(plan) as load:
         wait_for(lambda: load.progress and load.progress.sent > 2 * RPS, 15, "load to start")
         killed_at = time.monotonic()
@@ -186,8 +186,10 @@ def test_scale_out_and_in_under_load_loses_nothing(
 ) -> None:
     d = launch(replicas=2)
     d.up(timeout=90)
-    fast = constant_plan(d.frontend(), "/replica", rps=RPS, duration=90)
-    slow = constant_plan(d.frontend(), flavour.slow_path, rps=10, duration=90)
+    fast = constant_plan(d.frontend(), "/replica", rps=RPS, duration=90, timeout=CLIENT_TIMEOUT)
+    slow = constant_plan(
+        d.frontend(), flavour.slow_path, rps=10, duration=90, timeout=CLIENT_TIMEOUT
+    )
     with run_load_in_thread(fast) as load, run_load_in_thread(slow) as slow_load:
         wait_for(lambda: load.progress and load.progress.sent > RPS, 15, "load to start")
         d.cli("scale", "web", "5")
@@ -221,7 +223,9 @@ def test_controller_sigkill_restart_adopts_replicas(
     d.up(timeout=90)
     before = ready_ids(d)
     running = flavour.leftovers(d)
-    with run_load_in_thread(constant_plan(d.frontend(), "/replica", rps=RPS, duration=60)) as load:
+    with run_load_in_thread(
+        constant_plan(d.frontend(), "/replica", rps=RPS, duration=60, timeout=CLIENT_TIMEOUT)
+    ) as load:
         wait_for(lambda: load.progress and load.progress.sent > RPS, 15, "load to start")
         controller = d.controller_pid()
         os.kill(controller, signal.SIGKILL)

@@ -243,19 +243,24 @@ class DrainWatcher:
         self._thread.join(10)
 
     def _run(self) -> None:
+        # one event loop for every sample: a new loop per sample cost enough CPU that, on
+        # a busy host, samples fell seconds apart and missed a short drain
+        asyncio.run(self._sample_until_stopped())
+
+    async def _sample_until_stopped(self) -> None:
         from skylift.lb.runtime import RuntimeClient
 
         client = RuntimeClient(self.socket_path)
         while not self._stop.is_set():
             try:
-                rows = asyncio.run(client.show_stat(self.backend))
+                rows = await client.show_stat(self.backend)
             except Exception:  # socket busy during a reload: just sample again
                 rows = []
             now = time.monotonic()
             for row in rows:
                 self.samples.append((now, row.name, str(row.state), row.stot))
                 self.sessions[row.name] = row.scur
-            self._stop.wait(self.every)
+            await asyncio.sleep(self.every)
 
     OUT_OF_ROTATION = ("drain", "maint")
 

@@ -50,7 +50,7 @@ def _process_flavour() -> Flavour:
         kind="process",
         backend=lambda: web_service()["backend"],
         crashing={"env": {"DEMO_FAIL_AT_START": "1"}},
-        slow_path="/sleep?ms=1500",
+        slow_path="/sleep?ms=3000",  # a drain outlasts a sample gap on a busy host
         kill=_kill_process,
         leftovers=lambda d: [str(p.pid) for p in d.tagged_processes()],
         replace_within=20,  # a python start-up and 2 health checks, on a busy host

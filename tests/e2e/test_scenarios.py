@@ -188,14 +188,14 @@ def test_scale_out_and_in_under_load_loses_nothing(
     d.up(timeout=90)
     fast = constant_plan(d.frontend(), "/replica", rps=RPS, duration=90, timeout=CLIENT_TIMEOUT)
     slow = constant_plan(
-        d.frontend(), flavour.slow_path, rps=10, duration=90, timeout=CLIENT_TIMEOUT
+        d.frontend(), flavour.slow_path, rps=15, duration=90, timeout=CLIENT_TIMEOUT
     )
     with run_load_in_thread(fast) as load, run_load_in_thread(slow) as slow_load:
         wait_for(lambda: load.progress and load.progress.sent > RPS, 15, "load to start")
         d.cli("scale", "web", "5")
         wait_for(lambda: len(ready_ids(d)) == 5, 60, "5 ready replicas")
         with DrainWatcher(d.state_dir / "haproxy.sock", "be_web") as watcher:
-            wait_for(lambda: watcher.busy(5), 20, "slow requests in flight on all 5 replicas")
+            wait_for(lambda: watcher.busy(5), 40, "slow requests in flight on all 5 replicas")
             d.cli("scale", "web", "2")
             wait_for(
                 lambda: len(d.service()["replicas"]) == 2 and len(ready_ids(d)) == 2,

@@ -129,11 +129,15 @@ def test_load_ramp_scales_out_and_in_with_no_failed_request(
     peak_ready = max(ready for _, _, ready in sampler.samples)
     assert peak_ready >= 4  # 30 rps at 6 per replica wants 5
 
-    # Scale-in waits for the 15 s down-stabilization window after the load fell.
-    fell = started + len(rates) - 35  # the low tail begins
+    # Scale-in waits for the 15 s down-stabilization window after the load began to fall
+    # (the 10 s down ramp; fewer replicas are wanted from its third second). Without the
+    # window the first scale-in would come a few seconds into the ramp. (Samples now come
+    # from the API, timely; a CLI poll used to stamp them ~1 s late, which hid that the
+    # old bound, counted from the low tail, was too tight.)
+    falling = started + len(rates) - 35 - 10
     assert any(e["kind"] == "autoscaled" and e["data"]["direction"] == "down" for e in events)
-    downs = [t for t, desired, _ in sampler.samples if t > fell and desired < peak_ready]
-    assert downs and downs[0] >= fell + 15 - interval - WINDOW, downs[:1]
+    downs = [t for t, desired, _ in sampler.samples if t > falling and desired < peak_ready]
+    assert downs and downs[0] >= falling + 15 - interval - WINDOW, (downs[:1], falling)
 
     # The simulator, fed the same load, start-up and policy, tells the same story.
     trace = parse_trace(trace_csv.read_text(), "ramp")

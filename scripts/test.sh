@@ -13,4 +13,10 @@ mypy
 echo "== import contracts" >&2
 lint-imports
 echo "== tests" >&2
-pytest -q -p no:cacheprovider "$@"
+# Two pytest-xdist workers on a machine with 2+ cores (SKYLIFT_TEST_WORKERS overrides;
+# 0 runs in this process): every Docker test is in one group on one worker
+# (--dist loadgroup), everything else spreads over both. See docs/testing.md.
+workers="${SKYLIFT_TEST_WORKERS:-$(( $(nproc) >= 2 ? 2 : 0 ))}"
+parallel=()
+[ "$workers" -gt 0 ] && parallel=(-n "$workers" --dist loadgroup)
+pytest -q -p no:cacheprovider "${parallel[@]}" "$@"

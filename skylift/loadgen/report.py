@@ -22,6 +22,13 @@ WRITE = "write"
 OTHER = "other"
 OVERLOAD_CLIENT = "overload_client"
 
+CLIENT_SIDE = frozenset({OVERLOAD_CLIENT, "http_408"})
+"""Error kinds that say the *client* fell behind, not the system under test: an
+``overload_client`` request never left (``max_in_flight`` requests were open); a 408
+is the server (HAProxy's ``timeout http-request``) giving up on a client that
+connected but was too slow to send its request, as a starved client loop is. A slow
+server shows as ``timeout`` or 5xx, so leaving these out of ``failed`` hides nothing."""
+
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
     """The ``q``-th percentile (0..100) with linear interpolation (numpy's default).
@@ -61,7 +68,9 @@ class LoadReport:
     schedule actually used); ``throughput`` is ok responses over the whole run
     including the wait for the last responses. ``lag_*`` is how late requests
     left compared to their schedule (the load generator's own health: large
-    lag means the client, not the server, was the bottleneck).
+    lag means the client, not the server, was the bottleneck). ``failed`` counts
+    the errors of the system under test and ``client_errors`` the client's own
+    (``errors == failed + client_errors``): a load test asserts on ``failed``.
     """
 
     target: str
@@ -85,6 +94,16 @@ class LoadReport:
     lag_max_ms: float
     stopped_early: bool
 
+    @property
+    def client_errors(self) -> int:
+        """Requests lost to the client falling behind (kinds in ``CLIENT_SIDE``)."""
+        return sum(n for kind, n in self.errors_by_kind.items() if kind in CLIENT_SIDE)
+
+    @property
+    def failed(self) -> int:
+        """Requests sent that the system under test failed: every error but the client's."""
+        return self.errors - self.client_errors
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the ``skylift load -o json`` output)."""
         return {
@@ -94,6 +113,8 @@ class LoadReport:
             "sent": self.sent,
             "ok": self.ok,
             "errors": self.errors,
+            "failed": self.failed,
+            "client_errors": self.client_errors,
             "errors_by_kind": dict(self.errors_by_kind),
             "status_codes": dict(self.status_codes),
             "replicas": dict(self.replicas),

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import yaml
 
@@ -98,13 +99,46 @@ class Deployment:
     def up(self, timeout: float = 60) -> None:
         self.cli("up", "--detach", "--timeout", str(timeout), timeout=timeout + 30)
 
+    def api_get(self, path: str, **params: Any) -> Any:
+        """GET an API route as the CLI does (same token, same JSON); None when no
+        controller answers. Polls use this instead of a CLI run: each ``skylift``
+        command is a Python start-up (about 1 s of CPU, measured), and a poll every
+        0.2 s would take a whole core from the system under test on a busy laptop."""
+        from skylift.api.token import read_token
+
+        config = yaml.safe_load(self.config_path.read_text())
+        url = f"http://{config['api']['listen']}{path}"
+        headers = {"Authorization": f"Bearer {read_token(self.state_dir) or ''}"}
+        try:
+            response = httpx.get(url, params=params, headers=headers, timeout=30, trust_env=False)
+        except httpx.TransportError:
+            return None
+        if response.status_code != 200:
+            raise AssertionError(f"GET {url} answered {response.status_code}: {response.text}")
+        return response.json()
+
     def status(self) -> dict[str, Any]:
-        return json.loads(self.cli("status", "-o", "json").stdout)  # type: ignore[no-any-return]
+        """What ``skylift status -o json`` prints (where the CLI's own output is the
+        subject, a test runs ``self.cli("status")``)."""
+        data = self.api_get("/api/v1/services")
+        if data is None:
+            raise AssertionError(
+                f"status: no controller answers\ncontroller log:\n{self.controller_log()}"
+            )
+        return data  # type: ignore[no-any-return]
 
     def service(self, name: str = "web") -> dict[str, Any]:
         return self.status()["services"][name]  # type: ignore[no-any-return]
 
     def events(self, service: str | None = None) -> list[dict[str, Any]]:
+        """What ``skylift events -o json --limit 1000`` prints: from the API while a
+        controller runs, else from the CLI's offline path (it reads the store)."""
+        params: dict[str, Any] = {"limit": 1000}
+        if service:
+            params["service"] = service
+        data = self.api_get("/api/v1/events", **params)
+        if data is not None:
+            return data["events"]  # type: ignore[no-any-return]
         args = ["events", "-o", "json", "--limit", "1000"]
         if service:
             args += ["--service", service]
@@ -211,19 +245,24 @@ class DrainWatcher:
         self._thread.join(10)
 
     def _run(self) -> None:
+        # one event loop for every sample: a new loop per sample cost enough CPU that, on
+        # a busy host, samples fell seconds apart and missed a short drain
+        asyncio.run(self._sample_until_stopped())
+
+    async def _sample_until_stopped(self) -> None:
         from skylift.lb.runtime import RuntimeClient
 
         client = RuntimeClient(self.socket_path)
         while not self._stop.is_set():
             try:
-                rows = asyncio.run(client.show_stat(self.backend))
+                rows = await client.show_stat(self.backend)
             except Exception:  # socket busy during a reload: just sample again
                 rows = []
             now = time.monotonic()
             for row in rows:
                 self.samples.append((now, row.name, str(row.state), row.stot))
                 self.sessions[row.name] = row.scur
-            self._stop.wait(self.every)
+            await asyncio.sleep(self.every)
 
     OUT_OF_ROTATION = ("drain", "maint")
 

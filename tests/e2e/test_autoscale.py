@@ -1,4 +1,9 @@
-"""Live autoscaling on one host: a load ramp through a real HAProxy, and the simulator's replay."""
+"""Live autoscaling on one host: a load ramp through a real HAProxy, and the simulator's replay.
+
+Rates stay at a few dozen requests/s (6 per replica): the load tests must
+pass with one core kept busy by another process (``pytest -m load --busy-core``),
+so they test skylift, not the host.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +15,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from skylift.engine import ScalingPolicy
 from skylift.loadgen import constant_plan, run_load_in_thread, trace_plan
 from skylift.sim import ServiceModel, parse_trace, simulate
 from tests.e2e.harness import Deployment, wait_for, web_service
 from tests.fakes.prometheus import fake_prometheus
+from tests.loadcheck import CLIENT_TIMEOUT, assert_no_failed_request
 
 Deploy = Callable[..., Deployment]
 
-TARGET = 30.0  # requests/s per replica
+TARGET = 6.0  # requests/s per replica: 5 replicas at the 30 rps peak
 TOLERANCE = 0.10
 POLICY: dict[str, Any] = {
     "min": 1,
@@ -81,15 +89,18 @@ def autoscaled(d: Deployment) -> Deployment:
     return d
 
 
+@pytest.mark.load
 def test_load_ramp_scales_out_and_in_with_no_failed_request(
     deploy: Deploy, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
     d = autoscaled(deploy({"web": web_service(replicas=1)}))
     d.up()
-    rates = ramp(low=15, high=150, up=40, hold=15, down=10, tail=35)
+    rates = ramp(low=3, high=30, up=40, hold=15, down=10, tail=35)
     trace_csv = tmp_path / "ramp.csv"
     trace_csv.write_text("t,requests\n" + "".join(f"{t},{r:g}\n" for t, r in enumerate(rates)))
-    plan = trace_plan(d.frontend(), "/work?ms=5", trace_csv, peak_rps=max(rates))
+    plan = trace_plan(
+        d.frontend(), "/work?ms=2", trace_csv, peak_rps=max(rates), timeout=CLIENT_TIMEOUT
+    )
     with StatusSampler(d) as sampler:
         started = time.monotonic()
         with run_load_in_thread(plan) as load:
@@ -100,8 +111,7 @@ def test_load_ramp_scales_out_and_in_with_no_failed_request(
         wait_for(lambda: len(d.service()["replicas"]) == 1, 30, "surplus replicas stopped")
     record_property("p95_ms", report.p95_ms)
     print(f"load ramp: sent {report.sent}, p50 {report.p50_ms} ms, p95 {report.p95_ms} ms")
-    assert report.errors == 0, report.errors_by_kind
-    assert report.ok == report.sent > 0.95 * sum(rates)
+    assert_no_failed_request(report, at_least=0.9 * sum(rates))
 
     events = d.events("web")
     to_ready = [e["data"]["seconds_to_ready"] for e in events if e["kind"] == "replica_ready"]
@@ -117,13 +127,17 @@ def test_load_ramp_scales_out_and_in_with_no_failed_request(
     assert reaction <= interval + startup + 5 + WINDOW / 2, (reaction, startup)
 
     peak_ready = max(ready for _, _, ready in sampler.samples)
-    assert peak_ready >= 4  # 150 rps at 30 per replica wants 5
+    assert peak_ready >= 4  # 30 rps at 6 per replica wants 5
 
-    # Scale-in waits for the 15 s down-stabilization window after the load fell.
-    fell = started + len(rates) - 35  # the low tail begins
+    # Scale-in waits for the 15 s down-stabilization window after the load began to fall
+    # (the 10 s down ramp; fewer replicas are wanted from its third second). Without the
+    # window the first scale-in would come a few seconds into the ramp. (Samples now come
+    # from the API, timely; a CLI poll used to stamp them ~1 s late, which hid that the
+    # old bound, counted from the low tail, was too tight.)
+    falling = started + len(rates) - 35 - 10
     assert any(e["kind"] == "autoscaled" and e["data"]["direction"] == "down" for e in events)
-    downs = [t for t, desired, _ in sampler.samples if t > fell and desired < peak_ready]
-    assert downs and downs[0] >= fell + 15 - interval - WINDOW, downs[:1]
+    downs = [t for t, desired, _ in sampler.samples if t > falling and desired < peak_ready]
+    assert downs and downs[0] >= falling + 15 - interval - WINDOW, (downs[:1], falling)
 
     # The simulator, fed the same load, start-up and policy, tells the same story.
     trace = parse_trace(trace_csv.read_text(), "ramp")
@@ -140,12 +154,15 @@ def test_load_ramp_scales_out_and_in_with_no_failed_request(
     assert load_end > started
 
 
+@pytest.mark.load
 def test_lost_stats_socket_holds_then_recovers(deploy: Deploy) -> None:
     d = autoscaled(deploy({"web": web_service(replicas=1)}))
     d.up()
-    with run_load_in_thread(constant_plan(d.frontend(), "/", rps=100, duration=25)):
+    with run_load_in_thread(
+        constant_plan(d.frontend(), "/", rps=21, duration=25, timeout=CLIENT_TIMEOUT)
+    ) as load:
         wait_for(lambda: d.service()["ready"] >= 3, 40, "scale-out to 3+ replicas under load")
-    scaled = d.service()["desired"]
+    assert_no_failed_request(load.result(), at_least=0.9 * 21 * 25)
     sock = d.state_dir / "haproxy.sock"
     hidden = d.state_dir / "haproxy.sock.hidden"
     sock.rename(hidden)  # HAProxy keeps its socket; skylift can no longer reach it
@@ -155,6 +172,11 @@ def test_lost_stats_socket_holds_then_recovers(deploy: Deploy) -> None:
             20,
             "a warning event for the lost stats source",
         )
+        # a scale-out decided just before the socket went finishes first
+        settled = wait_for(
+            lambda: (s := d.service())["ready"] == s["desired"] and s, 40, "ready == desired"
+        )
+        scaled = settled["desired"]
         # idle now: with the rps source gone the engine must hold, well past the
         # 15 s down-stabilization window
         deadline = time.monotonic() + 25
@@ -186,15 +208,15 @@ def test_scales_on_a_prometheus_metric(deploy: Deploy) -> None:
         d.settings["metrics"]["prometheus_url"] = prometheus
         d.write()
         d.up()
-        values[query] = 100.0  # no real traffic: only Prometheus says the load is up
-        wait_for(lambda: d.service()["ready"] == 4, 40, "4 replicas for 100 rps at 30 each")
+        values[query] = 21.0  # no real traffic: only Prometheus says the load is up
+        wait_for(lambda: d.service()["ready"] == 4, 40, "4 replicas for 21 rps at 6 each")
         explained = json.loads(d.cli("explain", "web", "-o", "json").stdout)
-        assert explained["inputs"]["rps"] == 100.0
+        assert explained["inputs"]["rps"] == 21.0
         decisions = json.loads(d.cli("events", "--decisions", "-o", "json").stdout)["decisions"]
         ups = [x for x in decisions if x["direction"] == "up"]
-        assert ups and ups[-1]["inputs"]["rps"] == 100.0 and ups[-1]["reasons"]
+        assert ups and ups[-1]["inputs"]["rps"] == 21.0 and ups[-1]["reasons"]
         assert any(x["direction"] == "hold" for x in decisions)  # holds are recorded too
         table = d.cli("events", "--decisions").stdout
-        assert "scale up" in table and "rps=100.0" in table
-        values[query] = 5.0
+        assert "scale up" in table and "rps=21.0" in table
+        values[query] = 3.0
         wait_for(lambda: d.service()["desired"] == 1, 60, "scale-in when Prometheus says idle")

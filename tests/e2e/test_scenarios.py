@@ -22,6 +22,7 @@ import pytest
 
 from skylift.loadgen import constant_plan, run_load_in_thread
 from tests.e2e.harness import Deployment, DrainWatcher, wait_for, web_service
+from tests.loadcheck import CLIENT_TIMEOUT, assert_no_failed_request
 
 Deploy = Callable[..., Deployment]
 
@@ -49,10 +50,10 @@ def _process_flavour() -> Flavour:
         kind="process",
         backend=lambda: web_service()["backend"],
         crashing={"env": {"DEMO_FAIL_AT_START": "1"}},
-        slow_path="/sleep?ms=1500",
+        slow_path="/sleep?ms=3000",  # a drain outlasts a sample gap on a busy host
         kill=_kill_process,
         leftovers=lambda d: [str(p.pid) for p in d.tagged_processes()],
-        replace_within=10,
+        replace_within=20,  # a python start-up and 2 health checks, on a busy host
     )
 
 
@@ -77,11 +78,21 @@ def _container_flavour(kind: str, client: Any, image: str) -> Flavour:
         slow_path="/cgi-bin/sleep",
         kill=kill,
         leftovers=containers,
-        replace_within=30,
+        replace_within=45,
     )
 
 
-@pytest.fixture(params=["process", "docker", "swarm"])
+# a few dozen requests/s at most: these must pass with one core kept busy (--busy-core)
+RPS = 15
+
+
+@pytest.fixture(
+    params=[
+        "process",
+        pytest.param("docker", marks=pytest.mark.docker),
+        pytest.param("swarm", marks=pytest.mark.docker),
+    ]
+)
 def flavour(request: pytest.FixtureRequest) -> Flavour:
     if request.param == "process":
         return _process_flavour()
@@ -135,6 +146,7 @@ def test_traffic_spreads_over_every_replica(launch: Callable[..., Deployment]) -
     assert min(seen.values()) >= 25  # round robin, give or take slowstart
 
 
+@pytest.mark.load
 def test_kill_under_load_loses_nothing_and_is_replaced(
     flavour: Flavour, launch: Callable[..., Deployment]
 ) -> None:
@@ -142,9 +154,9 @@ def test_kill_under_load_loses_nothing_and_is_replaced(
     d.up(timeout=90)
     before = ready_ids(d)
     victim = sorted(before)[0]
-    plan = constant_plan(d.frontend(), "/replica", rps=40, duration=60)
+    plan = constant_plan(d.frontend(), "/replica", rps=RPS, duration=60, timeout=CLIENT_TIMEOUT)
     with run_load_in_thread(plan) as load:
-        wait_for(lambda: load.progress and load.progress.sent > 80, 15, "load to start")
+        wait_for(lambda: load.progress and load.progress.sent > 2 * RPS, 15, "load to start")
         killed_at = time.monotonic()
         flavour.kill(d, victim)
         replaced = wait_for(
@@ -155,8 +167,7 @@ def test_kill_under_load_loses_nothing_and_is_replaced(
         took = time.monotonic() - killed_at
         load.stop()
     report = load.result()
-    assert report.errors == 0, report.errors_by_kind
-    assert report.ok == report.sent > 100
+    assert_no_failed_request(report, at_least=2.5 * RPS)
     assert len(replaced - before) == 1 and took < flavour.replace_within
     exits = [
         e
@@ -169,19 +180,22 @@ def test_kill_under_load_loses_nothing_and_is_replaced(
         assert exits[0]["data"]["detected_by"] == "backend_events"
 
 
+@pytest.mark.load
 def test_scale_out_and_in_under_load_loses_nothing(
     flavour: Flavour, launch: Callable[..., Deployment]
 ) -> None:
     d = launch(replicas=2)
     d.up(timeout=90)
-    fast = constant_plan(d.frontend(), "/replica", rps=40, duration=90)
-    slow = constant_plan(d.frontend(), flavour.slow_path, rps=15, duration=90)
+    fast = constant_plan(d.frontend(), "/replica", rps=RPS, duration=90, timeout=CLIENT_TIMEOUT)
+    slow = constant_plan(
+        d.frontend(), flavour.slow_path, rps=15, duration=90, timeout=CLIENT_TIMEOUT
+    )
     with run_load_in_thread(fast) as load, run_load_in_thread(slow) as slow_load:
-        wait_for(lambda: load.progress and load.progress.sent > 40, 15, "load to start")
+        wait_for(lambda: load.progress and load.progress.sent > RPS, 15, "load to start")
         d.cli("scale", "web", "5")
         wait_for(lambda: len(ready_ids(d)) == 5, 60, "5 ready replicas")
         with DrainWatcher(d.state_dir / "haproxy.sock", "be_web") as watcher:
-            wait_for(lambda: watcher.busy(5), 20, "slow requests in flight on all 5 replicas")
+            wait_for(lambda: watcher.busy(5), 40, "slow requests in flight on all 5 replicas")
             d.cli("scale", "web", "2")
             wait_for(
                 lambda: len(d.service()["replicas"]) == 2 and len(ready_ids(d)) == 2,
@@ -191,9 +205,8 @@ def test_scale_out_and_in_under_load_loses_nothing(
         load.stop()
         slow_load.stop()
     report, slow_report = load.result(), slow_load.result()
-    assert report.errors == 0, report.errors_by_kind
-    assert slow_report.errors == 0, slow_report.errors_by_kind
-    assert report.ok == report.sent > 100
+    assert_no_failed_request(report, at_least=4 * RPS)
+    assert_no_failed_request(slow_report, at_least=40)
     assert len(slow_report.replicas) >= 5  # slow traffic reached the scaled-out replicas
     assert len(watcher.drained()) == 3, watcher.drained()
     assert watcher.requests_after_drain() == dict.fromkeys(watcher.drained(), 0)
@@ -202,6 +215,7 @@ def test_scale_out_and_in_under_load_loses_nothing(
     assert all((e.get("data") or {}).get("reason") == "scale_in" for e in stopped)
 
 
+@pytest.mark.load
 def test_controller_sigkill_restart_adopts_replicas(
     flavour: Flavour, launch: Callable[..., Deployment]
 ) -> None:
@@ -209,8 +223,10 @@ def test_controller_sigkill_restart_adopts_replicas(
     d.up(timeout=90)
     before = ready_ids(d)
     running = flavour.leftovers(d)
-    with run_load_in_thread(constant_plan(d.frontend(), "/replica", rps=40, duration=60)) as load:
-        wait_for(lambda: load.progress and load.progress.sent > 40, 15, "load to start")
+    with run_load_in_thread(
+        constant_plan(d.frontend(), "/replica", rps=RPS, duration=60, timeout=CLIENT_TIMEOUT)
+    ) as load:
+        wait_for(lambda: load.progress and load.progress.sent > RPS, 15, "load to start")
         controller = d.controller_pid()
         os.kill(controller, signal.SIGKILL)
         wait_for(lambda: not psutil.pid_exists(controller), 5, "controller to die")
@@ -221,8 +237,7 @@ def test_controller_sigkill_restart_adopts_replicas(
     assert after == before, "a restarted controller must adopt what runs"
     if flavour.kind != "process":  # (processes: the controller itself is gone from the list)
         assert flavour.leftovers(d) == running  # the same containers, none recreated
-    assert report.errors == 0, report.errors_by_kind
-    assert report.ok == report.sent > 40
+    assert_no_failed_request(report, at_least=RPS)
     starts = [e for e in d.events("web") if e["kind"] == "replica_started"]
     assert len(starts) == 3  # no duplicates were started
     assert any(e["kind"] == "replicas_adopted" for e in d.events("web"))

@@ -1,4 +1,8 @@
-"""The load generator against real sockets: the demo app and a deliberately slow server."""
+"""The load generator against real sockets: the demo app and a deliberately slow server.
+
+Load tests (``pytest -m load --busy-core`` runs them with one core kept busy):
+rates and timing bounds leave room for a host that is busy with something else.
+"""
 
 from __future__ import annotations
 
@@ -16,17 +20,18 @@ from skylift.cli.load import register
 from skylift.loadgen import constant_plan, run_load, run_load_in_thread
 from skylift.loadgen.demo import running_demo_app
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.load]
 
 
 async def test_constant_rate_against_demo_app() -> None:
     with running_demo_app("r1") as app:
-        report = await run_load(constant_plan(app.url, "/work?ms=5", rps=100, duration=2))
-    assert (report.sent, report.ok, report.errors) == (200, 200, 0)
-    assert report.replicas == {"r1": 200}
+        report = await run_load(constant_plan(app.url, "/work?ms=5", rps=20, duration=3))
+    assert (report.sent, report.ok, report.errors) == (60, 60, 0)
+    assert report.replicas == {"r1": 60}
     assert 5 <= report.p50_ms <= report.p95_ms <= report.p99_ms <= report.max_ms
-    assert report.rate == pytest.approx(100, rel=0.1)
-    assert 1.9 < report.duration_s < 4
+    # a client loop that runs late sends the overdue requests at once: the rate sags a bit
+    assert report.rate == pytest.approx(20, rel=0.25)
+    assert 2.9 < report.duration_s < 6
 
 
 @asynccontextmanager
@@ -69,16 +74,16 @@ async def test_open_loop_against_a_slow_server() -> None:
     async with serial_server(0.1, arrivals) as url:
         report = await run_load(constant_plan(url, "/", rps=20, duration=1, timeout=10))
     assert (report.sent, report.ok) == (20, 20)
-    # Tolerances leave room for a busy CI host; a closed loop would be off by
-    # ~50 ms more per request (the last one ~1 s late).
+    # Tolerances leave room for a busy host (a core kept busy, a CI neighbour); a
+    # closed loop would be off by ~50 ms more per request (the last one ~1 s late).
     drift = [abs(t - arrivals[0] - i * 0.05) for i, t in enumerate(arrivals)]
     assert len(arrivals) == 20
-    assert max(drift) < 0.25, drift
-    assert report.lag_max_ms < 250
+    assert max(drift) < 0.5, drift
+    assert report.lag_max_ms < 500
     # The last request waits behind ~19 others: ~2 s of service minus 0.95 s offset.
     assert report.max_ms >= 900
     assert report.p50_ms >= 300
-    assert report.duration_s == pytest.approx(2.0, abs=0.5)
+    assert 1.5 <= report.duration_s <= 3.0
 
 
 def test_background_load_while_the_app_is_stopped() -> None:

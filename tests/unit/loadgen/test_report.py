@@ -53,3 +53,19 @@ def test_recorder_counts_add_up_and_kinds_are_named() -> None:
     data = report.to_dict()
     for key in ("sent", "ok", "errors", "p50_ms", "p95_ms", "p99_ms", "errors_by_kind", "rate"):
         assert key in data
+
+
+def test_client_lag_is_not_counted_as_a_failure_of_the_server() -> None:
+    """overload_client means the client fell behind: client_errors, never failed."""
+    rec = Recorder(planned=5)
+    rec.sent = 5
+    rec.response(200, 0.010, "a")
+    rec.error(OVERLOAD_CLIENT, None)
+    rec.response(408, 10.0, None)  # HAProxy gave up waiting for the client's request
+    clean = rec.report(target="http://x", path="/", duration=1.0, stopped_early=False)
+    assert (clean.errors, clean.failed, clean.client_errors) == (2, 0, 2)
+    rec.error(TIMEOUT, 5.0)
+    rec.response(502, 0.020, None)
+    broken = rec.report(target="http://x", path="/", duration=1.0, stopped_early=False)
+    assert (broken.errors, broken.failed, broken.client_errors) == (4, 2, 2)
+    assert broken.to_dict()["failed"] == 2 and broken.to_dict()["client_errors"] == 2

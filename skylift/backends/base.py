@@ -88,6 +88,7 @@ class Refreshable(Protocol):
         ...
 
 
+@runtime_checkable
 class Stamped(Protocol):
     """A backend that marks each replica it starts with the controller's epoch (fencing
     token): ``SKYLIFT_EPOCH`` in a process's environment, the ``skylift.epoch`` label on

@@ -63,7 +63,7 @@ class Controller:
         self.balancer = balancer
         self.metrics = ControllerMetrics()
         # every store write goes through the writer's thread, never the event loop
-        self.writer = StoreWriter(store, registry=self.metrics.registry)
+        self.writer = StoreWriter(store, registry=self.metrics.registry, clock=store.clock)
         self.recorder = Recorder(self.writer, self.metrics)
         self.clock = clock
         self.loops: dict[str, ServiceLoop] = {}

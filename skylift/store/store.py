@@ -61,6 +61,11 @@ class Store:
         self._clock = clock
         self._session = sessionmaker(engine, expire_on_commit=False)
 
+    @property
+    def clock(self) -> Clock:
+        """The wall clock rows are stamped and pruned by (replaceable in tests)."""
+        return self._clock
+
     @classmethod
     def open(
         cls, url: str | None = None, *, state_dir: Path | None = None, clock: Clock = time.time

@@ -55,10 +55,12 @@ def answering(request: pytest.FixtureRequest) -> Iterator[int]:
 
 def config_on(tmp_path: Path, port: int) -> Path:
     path = tmp_path / "skylift.yaml"
+    replica_port = free_port()  # never the default range, which a free port may fall in
     path.write_text(
         f"api: {{listen: '127.0.0.1:{port}'}}\n"
         f"services:\n  web:\n    frontend: {free_port()}\n"
-        "    backend: {command: 'app --port {port}'}\n",
+        "    backend: {command: 'app --port {port}', "
+        f"ports: {{start: {replica_port}, end: {replica_port}}}}}\n",
         encoding="utf-8",
     )
     return path

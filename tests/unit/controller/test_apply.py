@@ -174,6 +174,7 @@ async def test_scale_beyond_max_applies_max_and_names_the_clamp(
 ) -> None:
     ctl = await controller(write(tmp_path, {"web": WEB}), store, {"web": MemoryBackend("web")})
     applied, clamped = ctl.scale("web", 50)
+    assert ctl.writer.flush(10)  # store writes are write-behind: let them land
     assert applied == 6 and ctl.loops["web"].desired == 6 and store.desired("web") == 6
     assert clamped is not None and "max 6" in clamped
     await ctl.loops["web"].tick()
@@ -219,6 +220,7 @@ async def test_apply_adds_removes_and_changes_services(tmp_path: Path, store: St
     assert result["applied"]
     assert set(ctl.loops) == {"web", "worker"} and ctl.loaded is new
     assert backends["api"].running == {}  # every replica of the removed service stopped
+    assert ctl.writer.flush(10)  # store writes are write-behind: let them land
     assert not [r for r in store.replicas() if r.service == "api"]
     balancer = ctl.balancer
     assert isinstance(balancer, ReloadingBalancer)
@@ -254,10 +256,11 @@ async def test_replicas_of_services_gone_from_the_config_are_stopped_at_start(
     store.upsert_replica(replica)
     gone = Replica("api-2", "api", "127.0.0.1", 20101, ReplicaState.READY, pid=99, handle={})
     store.upsert_replica(gone)
-    await controller(
+    ctl = await controller(
         write(tmp_path, {"web": WEB}), store, {"web": MemoryBackend("web"), "api": old}
     )
     assert old.running == {}
+    assert ctl.writer.flush(10)  # store writes are write-behind: let them land
     assert [r.service for r in store.replicas()] == ["web", "web"]
     orphans = [e for e in store.events(limit=1000) if e.kind == "orphan_stopped"]
     assert sorted(e.data["replica"] for e in orphans) == ["api-1", "api-2"]

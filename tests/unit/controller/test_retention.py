@@ -68,8 +68,10 @@ async def test_ten_thousand_ticks_never_hold_more_than_retention(tmp_path: Path)
         await ctl.collector.collect(clock.now)
         ctl._autoscale(loop)
         await loop.tick()
+        assert ctl.writer.flush(10)  # store writes are write-behind: the pass sees them
         before = recorded(ctl)
         pruned = await ctl.pruner.step(clock.now)
+        assert ctl.writer.flush(10)
         during = recorded(ctl) - before  # retire tasks run while the pass is in its thread
         events = store.counts()["events"] if tick % 10 == 0 or pruned else 0
         written_max = max(written_max, events)

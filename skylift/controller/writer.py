@@ -35,6 +35,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import exc as sa_exc
 
+from skylift.controller.fence import Fenced
 from skylift.model import Replica
 
 log = structlog.get_logger("skylift.controller")
@@ -51,6 +52,7 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     sa_exc.DisconnectionError,
     sa_exc.TimeoutError,  # connection pool exhausted
     ConnectionError,
+    Fenced,  # the lease is not confirmed this moment: wait for its renewal, never skip
     TimeoutError,
 )
 """Errors that mean "the store cannot answer now": the write is kept and retried.

@@ -170,7 +170,11 @@ def test_replicas_of_a_service_gone_from_the_config_are_stopped_at_start(
     d.write()
     d.up()
     wait_for(lambda: all(gone(pid) for pid in api_pids), 30, "orphans stopped")
-    orphans = [e for e in d.events() if e["kind"] == "orphan_stopped"]
+    orphans = wait_for(  # events are written behind: poll until both landed
+        lambda: len(o := [e for e in d.events() if e["kind"] == "orphan_stopped"]) >= 2 and o,
+        15,
+        "both orphan_stopped events",
+    )
     assert len(orphans) == 2
     assert "be_api" not in haproxy(d, "show backend")
 

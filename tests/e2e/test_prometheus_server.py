@@ -103,8 +103,18 @@ def test_autoscales_from_promql_through_a_real_prometheus(
         failing = prometheus_events(d, "failing")[0]
         assert "returned no series" in failing["message"], failing["message"]
         assert failing["data"]["metrics"] == ["rps"]
-        explained = json.loads(d.cli("explain", "web", "-o", "json").stdout)
-        assert {"source": "prometheus", "metrics": ["rps"]} in explained["failing_sources"]
+        explained = wait_for(  # the event and explain's view may be a pass apart
+            lambda: (
+                e
+                if {"source": "prometheus", "metrics": ["rps"]}
+                in (e := json.loads(d.cli("explain", "web", "-o", "json").stdout))[
+                    "failing_sources"
+                ]
+                else None
+            ),
+            20,
+            "explain to name the failing prometheus source",
+        )
         assert explained["inputs"]["rps"] is None
         wait_for(
             lambda: (

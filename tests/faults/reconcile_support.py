@@ -49,7 +49,11 @@ def replica_pids(d: Deployment) -> set[int]:
     found = set()
     for proc in d.tagged_processes():
         try:
-            if any("demo_app.py" in part for part in proc.cmdline()):
+            argv = proc.cmdline()
+            # a replica's log writer names the replica's command in its header: not a replica
+            if any(part.endswith("logwriter.py") for part in argv):
+                continue
+            if any("demo_app.py" in part for part in argv):
                 found.add(proc.pid)
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             continue

@@ -82,7 +82,13 @@ def test_autoscales_from_promql_through_a_real_prometheus(
         20,
         "skylift_replicas_desired in Prometheus",
     )
-    assert value(prometheus, 'skylift_metric_source_up{source="prometheus",service="web"}') == 1
+    wait_for(  # web's query answers once Prometheus has scraped HAProxy twice (a rate)
+        lambda: (
+            value(prometheus, 'skylift_metric_source_up{source="prometheus",service="web"}') == 1
+        ),
+        30,
+        "web's Prometheus source up",
+    )
     wait_for(lambda: prometheus_events(d, "failing", "api"), 30, "api's query error reported")
     broken = prometheus_events(d, "failing", "api")[0]
     assert "bad_data" in broken["message"], broken["message"]
@@ -110,6 +116,7 @@ def test_autoscales_from_promql_through_a_real_prometheus(
                 in (e := json.loads(d.cli("explain", "web", "-o", "json").stdout))[
                     "failing_sources"
                 ]
+                and e["inputs"]["rps"] is None  # the next decision saw rps missing
                 else None
             ),
             20,

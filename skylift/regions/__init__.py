@@ -1,0 +1,1 @@
+"""Phase 2: regions, residency and failover (pure rules in ``rules``)."""

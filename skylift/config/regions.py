@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from skylift.config.base import _parse_listen
+from skylift.config.settings import ApiSettings, StoreSettings
 from skylift.units import Duration
 
 MIB = 1024 * 1024
@@ -145,26 +147,123 @@ class RegionBackup(_Model):
         return value
 
 
+_COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
+
+
+class RegionEdge(_Model):
+    """The region's edge HAProxy: where clients (and peer edges) reach it."""
+
+    listen: str = Field(description="HOST:PORT clients and peer edges connect to")
+    reach: dict[str, str] = Field(
+        default_factory=dict,
+        description="how THIS edge reaches a peer region's edge, region -> HOST:PORT (a proxy, "
+        "another address); default: the peer's own edge.listen",
+    )
+    metrics: str | None = Field(None, description="loopback HOST:PORT of the edge's exporter")
+
+    @field_validator("listen", "metrics", mode="before")
+    @classmethod
+    def _address(cls, value: Any) -> Any:
+        return None if value is None else _parse_listen(value)
+
+    @field_validator("reach", mode="before")
+    @classmethod
+    def _addresses(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: _parse_listen(v) for k, v in value.items()}
+        return value
+
+
+class RegionStandby(_Model):
+    """An in-zone PostgreSQL streaming standby of this region's database."""
+
+    region: str = Field(description="the region (same zone) whose host runs the standby")
+    database_url: str = Field(description="postgresql:// URL of the standby (no password)")
+
+    _pg = field_validator("database_url")(lambda cls, v: _check_pg_url(v))
+
+
+def _check_pg_url(value: str) -> str:
+    parts = urlsplit(value)
+    scheme = parts.scheme.split("+", 1)[0]
+    if scheme not in ("postgresql", "postgres"):
+        raise ValueError("database_url must be a postgresql://user@host:port/db URL")
+    if parts.password:
+        raise ValueError(
+            "database_url contains a password: secrets never go in the YAML; remove it and "
+            "use ~/.pgpass, PGPASSFILE or PGPASSWORD"
+        )
+    if not parts.path.strip("/"):
+        raise ValueError("database_url names no database: add '/dbname' at the end")
+    return value
+
+
 class Region(_Model):
-    """One region: its PostgreSQL and, optionally, its backups."""
+    """One region: its data (PostgreSQL, Redis), its edge, its services, its control plane.
+
+    A region with only ``database_url`` (and ``backup``) is a backup-only region,
+    as before. With ``edge`` it is a full phase-2 region: every region then
+    needs a ``zone`` and an ``edge`` (checked at the root).
+    """
 
     database_url: str = Field(description="postgresql://user@host:port/db (no password here)")
     backup: RegionBackup | None = None
+    zone: str | None = Field(
+        None, description="residency zone / jurisdiction, e.g. 'eu' for eu-west and eu-central"
+    )
+    countries: list[str] = Field(
+        default_factory=list, description="ISO 3166 country codes this region serves by default"
+    )
+    nearest: list[str] = Field(
+        default_factory=list,
+        description="other regions, nearest first: the failover order inside a zone",
+    )
+    edge: RegionEdge | None = None
+    redis_url: str | None = Field(None, description="redis://host:port/db of the region's Redis")
+    standby: RegionStandby | None = None
+    api: ApiSettings | None = Field(
+        None, description="this region's controller API (default: loopback, offset port)"
+    )
+    store: StoreSettings | None = Field(
+        None, description="this region's own store and lock (default: SQLite in its state dir)"
+    )
+    state_dir: str | None = Field(None, description="default: <state_dir>/<region>")
+    port_offset: int = Field(
+        0,
+        ge=0,
+        le=30000,
+        description="added to every port of the shared service definitions (frontends, "
+        "replica port ranges, API, HAProxy exporter): several regions on one host",
+    )
+    services: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per-region overrides merged over the root `services:` definitions",
+    )
 
-    @field_validator("database_url")
+    _pg = field_validator("database_url")(lambda cls, v: _check_pg_url(v))
+
+    @field_validator("countries", mode="before")
     @classmethod
-    def _pg_url(cls, value: str) -> str:
+    def _countries(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        codes = [str(c).strip().upper() for c in value]
+        bad = [c for c in codes if not _COUNTRY_RE.match(c)]
+        if bad:
+            raise ValueError(f"not ISO 3166 alpha-2 country codes: {bad}: write e.g. 'DE', 'US'")
+        return codes
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         parts = urlsplit(value)
-        scheme = parts.scheme.split("+", 1)[0]
-        if scheme not in ("postgresql", "postgres"):
-            raise ValueError("database_url must be a postgresql://user@host:port/db URL")
-        if parts.password:
+        if parts.scheme not in ("redis", "rediss", "unix") or parts.password:
             raise ValueError(
-                "database_url contains a password: secrets never go in the YAML; remove it and "
-                "use ~/.pgpass, PGPASSFILE or PGPASSWORD"
+                "redis_url must be redis://host:port/db without a password (give it through "
+                "the environment)"
             )
-        if not parts.path.strip("/"):
-            raise ValueError("database_url names no database: add '/dbname' at the end")
         return value
 
 

@@ -23,6 +23,8 @@ from skylift.config.regions import Region
 from skylift.config.service import ProcessBackend, Service
 from skylift.config.settings import (
     ApiSettings,
+    EdgeSettings,
+    FailoverSettings,
     HAProxySettings,
     MetricsSettings,
     RetentionSettings,
@@ -44,8 +46,12 @@ class SkyliftConfig(Model):
     retention: RetentionSettings = RetentionSettings()
     services: dict[str, Service] = Field(default_factory=dict)
     regions: dict[str, Region] = Field(
-        default_factory=dict, description="phase-2 regions: database and Telegram backups"
+        default_factory=dict,
+        description="phase-2 regions: data, edge, services and control plane per region "
+        "(or only a database and its Telegram backups)",
     )
+    edge: EdgeSettings = EdgeSettings()
+    failover: FailoverSettings = FailoverSettings()
 
     @field_validator("project")
     @classmethod
@@ -67,9 +73,26 @@ class SkyliftConfig(Model):
     @classmethod
     def _region_names(cls, value: dict[str, Region]) -> dict[str, Region]:
         for name in value:
+            if name == "all":
+                raise ValueError("'all' is reserved (`--region all` runs every region)")
             if not _NAME_RE.match(name):
                 raise ValueError(f"invalid region name {name!r}: {_NAME_HINT}")
         return value
+
+    @property
+    def edged_regions(self) -> dict[str, Region]:
+        """The phase-2 regions (those with an edge); backup-only regions are not among them."""
+        return {n: r for n, r in self.regions.items() if r.edge is not None}
+
+    @model_validator(mode="after")
+    def _regions_fit_together(self) -> SkyliftConfig:
+        edged = self.edged_regions
+        if not edged:
+            return self
+        problems = region_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @model_validator(mode="after")
     def _prometheus_has_url(self) -> SkyliftConfig:
@@ -109,6 +132,50 @@ class SkyliftConfig(Model):
         if clashes:
             raise ValueError("port clash: " + "; ".join(clashes) + ": give each a distinct port")
         return self
+
+
+def region_problems(config: SkyliftConfig) -> list[str]:
+    """What makes a set of phase-2 regions inconsistent, each with its fix."""
+    regions = config.regions
+    problems = []
+    missing = [n for n, r in regions.items() if r.edge is None or r.zone is None]
+    if missing:
+        problems.append(
+            f"regions {', '.join(missing)} lack `zone` or `edge`: once one region has an edge, "
+            "every region needs both"
+        )
+    for name, region in regions.items():
+        unknown = [
+            n
+            for n in [*region.nearest, *(region.edge.reach if region.edge else {})]
+            if n not in regions or n == name
+        ]
+        if unknown:
+            problems.append(f"regions.{name}: nearest/reach name unknown regions {unknown}")
+        if region.standby is not None:
+            holder = regions.get(region.standby.region)
+            if holder is None or holder is region or holder.zone != region.zone:
+                problems.append(
+                    f"regions.{name}.standby.region must be another region of zone "
+                    f"{region.zone!r} (a standby never leaves the zone)"
+                )
+        unknown_services = [s for s in region.services if s not in config.services]
+        if unknown_services:
+            problems.append(
+                f"regions.{name}.services overrides unknown services {unknown_services}: "
+                "define them under the root `services:` first"
+            )
+    holders = [r.standby.region for r in regions.values() if r.standby is not None]
+    if len(holders) != len(set(holders)):
+        problems.append("a region can hold the standby of one other region only")
+    if config.edge.default_region is not None and config.edge.default_region not in regions:
+        problems.append(f"edge.default_region {config.edge.default_region!r} is not a region")
+    service = config.edge.service
+    if service is None and len(config.services) != 1:
+        problems.append("edge.service is not set: name the service the edges front")
+    elif service is not None and service not in config.services:
+        problems.append(f"edge.service {service!r} is not a service")
+    return problems
 
 
 def port_clashes(listeners: Mapping[str, int], ranges: Mapping[str, tuple[int, int]]) -> list[str]:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import (
     Field,
+    ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from skylift.config.base import Listen, Model, _parse_listen, split_listen
@@ -27,20 +31,35 @@ class HAProxySettings(Model):
 class ApiSettings(Model):
     """skylift's own HTTP API (bearer token in the state directory)."""
 
+    # the TLS fields come first: the listen check reads them
+    tls_cert_file: str | None = Field(
+        None, description="PEM certificate (chain): required to listen beyond loopback"
+    )
+    tls_key_file: str | None = Field(None, description="PEM private key of tls_cert_file")
+    ca_file: str | None = Field(
+        None, description="CA that signed peer regions' API certificates (CLI and peers verify)"
+    )
     listen: Listen = "127.0.0.1:8470"
 
     _listen = field_validator("listen", mode="before")(lambda cls, v: _parse_listen(v))
 
     @field_validator("listen")
     @classmethod
-    def _loopback(cls, value: str) -> str:
+    def _loopback_unless_tls(cls, value: str, info: ValidationInfo) -> str:
         host, _ = split_listen(value)
-        if host not in ("127.0.0.1", "localhost", "::1"):
+        if host not in ("127.0.0.1", "localhost", "::1") and not info.data.get("tls_cert_file"):
             raise ValueError(
-                f"API on {host!r} would be reachable from outside: bind it to 127.0.0.1 "
-                "and put a TLS proxy in front if you need remote access"
+                f"API on {host!r} would be reachable from outside without TLS: bind it to "
+                "127.0.0.1, or give tls_cert_file and tls_key_file (the bearer token is "
+                "required either way)"
             )
         return value
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> ApiSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("give both tls_cert_file and tls_key_file, or neither")
+        return self
 
 
 class MetricsSettings(Model):
@@ -90,4 +109,48 @@ class RetentionSettings(Model):
         gt=0,
         description="how often the controller prunes (between passes the store "
         "can exceed `events` by what one interval writes)",
+    )
+
+
+class RegionCheckSettings(Model):
+    """How every edge health-checks every region: a dead one is out after ~fall x inter."""
+
+    path: str = Field("/healthz", description="checked on each region's service frontend")
+    inter: Duration = Field(0.5, gt=0, description="time between two checks")
+    fall: int = Field(2, ge=1, description="failed checks before a region is out of rotation")
+    rise: int = Field(2, ge=1, description="passed checks before it is back")
+    timeout: Duration = Field(0.5, gt=0, description="longest wait for one check")
+
+
+class EdgeSettings(Model):
+    """Shared by every region's edge: which service it fronts and how it routes."""
+
+    service: str | None = Field(
+        None, description="the service the edges front (default: the only service)"
+    )
+    mode: Literal["geo", "latency"] = Field(
+        "geo",
+        description="anonymous users without selector or known country: 'geo' sends them to "
+        "default_region, 'latency' to the region this edge measures as nearest",
+    )
+    default_region: str | None = Field(None, description="default: the first region")
+    check: RegionCheckSettings = RegionCheckSettings()
+    geoip_map: str | None = Field(
+        None, description="CIDR -> country map (build it with `skylift geoip update`)"
+    )
+    extra_countries: dict[str, str] = Field(
+        default_factory=dict, description="extra CIDR -> country entries (private networks)"
+    )
+    retry_after: int = Field(2, ge=1, description="seconds advertised with the documented 503")
+
+
+class FailoverSettings(Model):
+    """What surviving regions do when a region of their zone goes down."""
+
+    prewarm: float = Field(
+        1.0,
+        ge=0,
+        le=4,
+        description="add this fraction of the failed region's replicas to the region that "
+        "takes over its users (its autoscaler takes it from there); 0 disables",
     )

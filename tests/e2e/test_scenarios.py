@@ -34,7 +34,7 @@ class Flavour:
     kind: str
     backend: Callable[[], dict[str, Any]]  # a fresh backend block (own port range)
     crashing: dict[str, Any]  # what makes a backend block's replicas exit at once
-    slow_path: str  # a 1.5 s request, to keep sessions open during a drain
+    slow_path: str  # a 3 s request, to keep sessions open during a drain
     kill: Callable[[Deployment, str], None]
     leftovers: Callable[[Deployment], list[str]]  # what still runs for the deployment
     replace_within: float  # seconds for a killed replica's replacement to serve

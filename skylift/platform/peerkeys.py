@@ -65,7 +65,7 @@ class PeerKeys:
         client: httpx.AsyncClient,
         cache_dir: Path | None = None,
         refresh: float = 60.0,
-        min_gap: float = 5.0,
+        min_gap: float = 1.0,
     ) -> None:
         self._peers = {name: edge for name, edge in edges.items() if name != region}
         self._client, self._dir = client, cache_dir
@@ -81,6 +81,10 @@ class PeerKeys:
                         self._by_region[name] = parse_jwks(json.loads(path.read_text()), name)
                     except (OSError, ValueError):
                         log.warning("peer_jwks_cache_unreadable", region=name)
+
+    def known(self) -> dict[str, bool]:
+        """Per peer region: whether its keys are known (reported by /readyz, not gating it)."""
+        return {name: bool(self._by_region.get(name)) for name in self._peers}
 
     def lookup(self, kid: str) -> tuple[ec.EllipticCurvePublicKey, str] | None:
         for name, keys in self._by_region.items():
@@ -103,11 +107,15 @@ class PeerKeys:
         await asyncio.gather(*(self._fetch(name, edge) for name, edge in self._peers.items()))
 
     async def run(self) -> None:
-        """Until cancelled: fetch every peer's JWKS now and every ``refresh`` seconds."""
+        """Until cancelled: fetch every peer's JWKS now and every ``refresh`` seconds.
+
+        While a peer's keys are still unknown (it started after us) every 2 s instead.
+        """
         while True:
             async with self._lock:
                 await self.fetch_all()
-            await asyncio.sleep(self._refresh)
+            missing = any(not self._by_region.get(name) for name in self._peers)
+            await asyncio.sleep(min(self._refresh, 2.0) if missing else self._refresh)
 
     async def _fetch(self, name: str, edge: str) -> None:
         try:

@@ -1,0 +1,151 @@
+"""The platform's regional parts without servers: topology file, settings, signing, keys."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+
+from skylift.platform import peers
+from skylift.platform.directory import email_hash, valid_hash
+from skylift.platform.errors import AuthError
+from skylift.platform.keys import Keyring, ensure_key
+from skylift.platform.peerkeys import parse_jwks
+from skylift.platform.settings import PlatformSettings, SettingsError
+from skylift.platform.tokens import issue_access, verify_access
+from skylift.platform.topology import TopologyError, parse_topology
+
+TOPOLOGY: dict[str, Any] = {
+    "default": "us",
+    "mode": "geo",
+    "regions": [
+        {"name": "eu-west", "zone": "eu", "countries": ["fr"], "nearest": ["eu-central"],
+         "standby_of": None, "edge": "10.0.0.1:8443"},
+        {"name": "eu-central", "zone": "eu", "countries": ["DE"], "nearest": ["eu-west"],
+         "standby_of": "eu-west", "edge": "10.0.0.2:8443"},
+        {"name": "us", "zone": "us", "countries": ["US"], "edge": "10.0.0.3:8443"},
+    ],
+}  # fmt: skip
+
+
+def test_topology_file_becomes_the_shared_rules_topology_and_edges() -> None:
+    regions = parse_topology(TOPOLOGY)
+    topology = regions.topology
+    assert topology.names == ("eu-west", "eu-central", "us")
+    assert topology.country_region("FR") == "eu-west"  # countries upper-cased
+    assert topology.standby_holder("eu-west") == "eu-central"
+    assert regions.edges["us"] == "10.0.0.3:8443"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"regions": []}, "non-empty"),
+        ({"default": "mars"}, "default region"),
+        ({"mode": "fastest"}, "mode"),
+        ({"regions": [{"name": "x", "zone": "z", "edge": "nohost"}]}, "HOST:PORT"),
+    ],
+)
+def test_a_malformed_topology_names_what_is_wrong(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(TopologyError, match=message):
+        parse_topology({**TOPOLOGY, **change})
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    (tmp_path / "topology.json").write_text(json.dumps(TOPOLOGY))
+    (tmp_path / "dirkey").write_text("k" * 32)
+    return {
+        "SKYLIFT_PLATFORM_DATABASE_URL": "postgresql://db/app",
+        "SKYLIFT_PLATFORM_REDIS_URL": "redis://127.0.0.1:6379/0",
+        "SKYLIFT_PLATFORM_TOPOLOGY_FILE": str(tmp_path / "topology.json"),
+        "SKYLIFT_PLATFORM_DIRECTORY_KEY_FILE": str(tmp_path / "dirkey"),
+        **extra,
+    }
+
+
+def test_settings_read_the_topology_and_check_it_against_the_region(tmp_path: Path) -> None:
+    settings = PlatformSettings.from_env(
+        _env(
+            tmp_path,
+            SKYLIFT_PLATFORM_REGION="eu-central",
+            SKYLIFT_PLATFORM_STANDBY_DATABASE_URL="postgresql://u:secret@standby/app",
+        )
+    )
+    assert settings.regions is not None and settings.regions.topology.default == "us"
+    assert settings.directory_key() == b"k" * 32
+    assert "secret" not in repr(settings)
+    with pytest.raises(SettingsError, match="not a region of the topology"):
+        PlatformSettings.from_env(_env(tmp_path, SKYLIFT_PLATFORM_REGION="mars"))
+    with pytest.raises(SettingsError, match="no standby_of"):
+        PlatformSettings.from_env(
+            _env(
+                tmp_path,
+                SKYLIFT_PLATFORM_REGION="us",
+                SKYLIFT_PLATFORM_STANDBY_DATABASE_URL="postgresql://standby/app",
+            )
+        )
+    without_key = _env(tmp_path, SKYLIFT_PLATFORM_REGION="us")
+    del without_key["SKYLIFT_PLATFORM_DIRECTORY_KEY_FILE"]
+    with pytest.raises(SettingsError, match="DIRECTORY_KEY_FILE"):
+        PlatformSettings.from_env(without_key)
+
+
+def test_without_a_topology_the_platform_is_one_region_as_before() -> None:
+    settings = PlatformSettings.from_env(
+        {"SKYLIFT_PLATFORM_DATABASE_URL": "postgresql://db/app", "SKYLIFT_PLATFORM_REDIS_URL": "r"}
+    )
+    assert settings.regions is None and settings.standby_database_url is None
+
+
+def test_peer_signatures_bind_the_request_and_expire() -> None:
+    key = peers.peer_key(b"d" * 32)
+    now = int(time.time())
+    sig = peers.sign(key, method="POST", path="/p", body=b"{}", now=now, signed=("eu-west",))
+    ok = {"method": "POST", "path": "/p", "body": b"{}", "signed": ("eu-west",)}
+    assert peers.verify(key, sig, now=now, **ok)  # type: ignore[arg-type]
+    assert not peers.verify(key, sig, now=now + peers.WINDOW + 1, **ok)  # type: ignore[arg-type]
+    assert not peers.verify(key, sig, method="POST", path="/p", body=b"[]", now=now,
+                            signed=("eu-west",))  # fmt: skip
+    assert not peers.verify(key, sig, method="POST", path="/p", body=b"{}", now=now,
+                            signed=("us",))  # fmt: skip
+    assert not peers.verify(peers.peer_key(b"e" * 32), sig, now=now, **ok)  # type: ignore[arg-type]
+    assert not peers.verify(key, "garbage", now=now, **ok)  # type: ignore[arg-type]
+
+
+def test_the_directory_hash_is_keyed_and_holds_no_email() -> None:
+    a = email_hash(b"k" * 32, "ada@example.com")
+    assert valid_hash(a) and "ada" not in a
+    assert a != email_hash(b"j" * 32, "ada@example.com")
+
+
+def test_a_peer_token_verifies_only_with_its_own_regions_issuer(tmp_path: Path) -> None:
+    ensure_key(tmp_path / "west")
+    ensure_key(tmp_path / "us")
+    west, us = Keyring(tmp_path / "west"), Keyring(tmp_path / "us")
+    now = int(time.time())
+    jwks = parse_jwks({**west.jwks(), "region": "eu-west"}, "eu-west")
+    assert parse_jwks({**west.jwks(), "region": "eu-central"}, "eu-west") == {}  # wrong answerer
+    found = {kid: (key, "eu-west") for kid, key in jwks.items()}
+    token = issue_access(
+        west, sub="u1", home_region="eu-west", region="eu-west", ttl=60, now=now, xr="us"
+    )
+    claims = verify_access(token, us, "us", peers=found.get)
+    assert (claims.home_region, claims.xr, claims.issuer_region) == ("eu-west", "us", "eu-west")
+    with pytest.raises(AuthError):
+        verify_access(token, us, "us")  # without the peer's keys
+    # signed with eu-west's key but claiming another issuer: refused
+    forged = issue_access(west, sub="u1", home_region="eu-west", region="us", ttl=60, now=now)
+    with pytest.raises(AuthError):
+        verify_access(forged, us, "us", peers=found.get)
+    # a JWK whose kid is not its thumbprint is ignored
+    bad = west.jwks()
+    bad["keys"][0]["kid"] = "chosen-by-attacker"
+    assert parse_jwks(bad, "eu-west") == {}
+    assert "xr" not in jwt.decode(
+        issue_access(west, sub="u", home_region="eu-west", region="eu-west", ttl=60, now=now),
+        options={"verify_signature": False},
+    )

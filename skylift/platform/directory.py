@@ -95,10 +95,13 @@ class DirectoryPusher:
         region: str,
         edges: Mapping[str, str],
         key: bytes,
+        email_key: bytes,
         interval: float = 1.0,
     ) -> None:
         self._db, self._client, self._region = db, client, region
         self._edges, self._key, self._interval = edges, key, interval
+        self._email_key = email_key
+        self._peers = tuple(name for name in edges if name != region)
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -108,7 +111,8 @@ class DirectoryPusher:
         """Until cancelled: push what is due, then wait for a wake-up or the interval."""
         while True:
             try:
-                busy = await self.push_once()
+                busy = await self.backfill_once()
+                busy = await self.push_once() or busy
             except POSTGRES_DOWN as exc:
                 log.warning("directory_push_paused", reason="postgresql", error=type(exc).__name__)
                 busy = False
@@ -116,6 +120,40 @@ class DirectoryPusher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._interval)
                 self._wake.clear()
+
+    async def backfill_once(self) -> bool:
+        """Directory entries for users from before the topology; True if a full batch."""
+        async with self._db.write() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT id, email, home_region FROM users WHERE NOT in_directory "
+                "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
+                (BATCH,),
+            )
+            rows = await cur.fetchall()
+            for row in rows:
+                digest, home = (
+                    email_hash(self._email_key, str(row["email"])),
+                    str(row["home_region"]),
+                )
+                done = await conn.execute(
+                    "INSERT INTO directory (email_hash, home_region, updated_at) "
+                    "VALUES (%s, %s, now()) ON CONFLICT (email_hash) DO NOTHING",
+                    (digest, home),
+                )
+                if done.rowcount:
+                    for peer in self._peers:
+                        await conn.execute(
+                            "INSERT INTO directory_outbox (peer, email_hash, home_region) "
+                            "VALUES (%s, %s, %s)",
+                            (peer, digest, home),
+                        )
+            if rows:
+                await conn.execute(
+                    "UPDATE users SET in_directory = true WHERE id = ANY(%s)",
+                    ([row["id"] for row in rows],),
+                )
+                log.info("directory_backfilled", users=len(rows))
+        return len(rows) >= BATCH
 
     async def push_once(self) -> bool:
         """One pass; True when a full batch was claimed (more may be due)."""

@@ -128,7 +128,12 @@ async def open_regional(
             refresh=settings.peer_jwks_refresh,
         ),
         pusher=DirectoryPusher(
-            primary, client, region=settings.region, edges=regions.edges, key=peers.peer_key(key)
+            primary,
+            client,
+            region=settings.region,
+            edges=regions.edges,
+            key=peers.peer_key(key),
+            email_key=key,
         ),
         standby_users=(
             Users(standby_db, redis, settings.profile_ttl) if standby_db is not None else None

@@ -112,6 +112,21 @@ def signup_home(request: Request) -> str:
     return home
 
 
+def fallback_choice(request: Request, home: str, value: object) -> str | None:
+    """A valid opt-in fallback region for a user of ``home`` (None: not opted in)."""
+    if value is None:
+        return None
+    regional = platform(request).regional
+    if regional is None or not isinstance(value, str) or value not in regional.topology:
+        raise BadRequest("'region' must be one of the deployment's regions, or null")
+    topology = regional.topology
+    if home in topology and topology.zone_of(value) == topology.zone_of(home):
+        raise BadRequest(
+            f"{value} is in the home region's zone: it already serves the user when home is down"
+        )
+    return value
+
+
 async def user_store(
     request: Request, home: str, user_id: str | None, *, write: bool, audit: bool = True
 ) -> Users:

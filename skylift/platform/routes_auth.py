@@ -17,6 +17,7 @@ from skylift.platform.requests import (
     caller,
     client_address,
     credentials,
+    fallback_choice,
     json_object,
     metrics,
     platform,
@@ -64,8 +65,10 @@ def _token_pair_body(
 
 
 async def signup(request: Request) -> Response:
+    """Create the user in its home region; ``fallback_region`` (optional) opts in at once."""
     p = platform(request)
-    email, password = credentials(await json_object(request))
+    body = await json_object(request)
+    email, password = credentials(body)
     if len(password) < MIN_PASSWORD:
         raise BadRequest(f"'password' must have at least {MIN_PASSWORD} characters")
     home, regional, entry = signup_home(request), p.regional, None
@@ -79,8 +82,11 @@ async def signup(request: Request) -> Response:
             await p.audit("auth.signup_conflict", None, client=client_address(request))
             raise Conflict("this e-mail is already registered")
         entry = DirectoryEntry(digest, regional.peers)
+    fallback = fallback_choice(request, home, body.get("fallback_region"))
     try:
-        profile = await p.users.create(email, await p.passwords.hash(password), home, entry)
+        profile = await p.users.create(
+            email, await p.passwords.hash(password), home, entry, fallback
+        )
     except Conflict:
         await p.audit("auth.signup_conflict", None, client=client_address(request))
         raise

@@ -14,7 +14,7 @@ from starlette.routing import Route
 from skylift.platform import directory, peers
 from skylift.platform.errors import AuthError, BadRequest, Misdirected, Unavailable
 from skylift.platform.regional import Regional
-from skylift.platform.requests import caller, json_object, platform, user_store
+from skylift.platform.requests import caller, fallback_choice, json_object, platform, user_store
 
 log = structlog.get_logger("skylift.platform")
 
@@ -72,17 +72,7 @@ async def put_failover(request: Request) -> Response:
     body = await json_object(request)
     if "region" not in body:
         raise BadRequest('send {"region": REGION} to opt in, {"region": null} to opt out')
-    region = body["region"]
-    regional = p.regional
-    if region is not None:
-        if regional is None or not isinstance(region, str) or region not in regional.topology:
-            raise BadRequest("'region' must be one of the deployment's regions, or null")
-        if claims.home_region in regional.topology and regional.topology.zone_of(
-            region
-        ) == regional.topology.zone_of(claims.home_region):
-            raise BadRequest(
-                f"{region} is in your home's zone: it already serves you when your home is down"
-            )
+    region = fallback_choice(request, claims.home_region, body["region"])
     users = await user_store(request, claims.home_region, claims.sub, write=True)
     profile = await users.set_fallback(claims.sub, region)
     if profile is None:

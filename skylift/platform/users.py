@@ -76,16 +76,27 @@ class Users:
         password_hash: str,
         home_region: str,
         entry: DirectoryEntry | None = None,
+        fallback_region: str | None = None,
     ) -> Profile:
         """The new user; with ``entry``, its directory row and outbox in the same transaction."""
         now = datetime.now(UTC)
-        profile = Profile(str(uuid.uuid4()), email, home_region, None)
+        profile = Profile(str(uuid.uuid4()), email, home_region, None, fallback_region)
         try:
             async with self._db.write() as conn, conn.transaction():
                 await conn.execute(
                     "INSERT INTO users (id, email, password_hash, home_region, created_at, "
-                    "updated_at) VALUES (%s, %s, %s, %s, %s, %s)",
-                    (profile.id, email, password_hash, home_region, now, now),
+                    "updated_at, fallback_region, in_directory) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    (
+                        profile.id,
+                        email,
+                        password_hash,
+                        home_region,
+                        now,
+                        now,
+                        fallback_region,
+                        entry is not None,
+                    ),
                 )
                 if entry is not None:
                     await directory.record_signup(conn, entry.email_hash, home_region, entry.peers)

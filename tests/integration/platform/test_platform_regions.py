@@ -28,6 +28,7 @@ import httpx
 import jwt
 import psycopg
 import pytest
+from argon2 import PasswordHasher
 
 from tests.fixtures.pg_replica import PrimaryReplica, running_primary_replica
 from tests.fixtures.postgres import PostgresCluster
@@ -208,10 +209,13 @@ def test_signup_stays_home_directory_replicates_and_login_works_anywhere(
     assert r.status_code == 421
     assert r.json()["home_region"] == "eu-west" and r.json()["error"] == "misdirected"
     # ... the cookie as forwarded by the edge, too
+    # (and opting in to a cross-zone fallback at sign-up: the token carries it as xr)
+    carl = {"email": "carl@example.de", "password": PASSWORD}
     with central.edge() as http:
         http.cookies.set("skylift_region", "eu-central")
-        r = http.post("/auth/signup", json={"email": "carl@example.de", "password": PASSWORD})
-    assert r.status_code == 201 and r.json()["home_region"] == "eu-central"
+        r = http.post("/auth/signup", json={**carl, "fallback_region": "us"})
+        assert r.status_code == 201 and r.json()["home_region"] == "eu-central"
+        assert _claims(http.post("/auth/login", json=carl).json()["access_token"])["xr"] == "us"
     assert _users_with(central.dsn, "carl@example.de") == [("eu-central",)]
     # headers from anyone but the trusted proxy are ignored: no country, so the default (us)
     with west.anyone(**{"X-Skylift-Country": "FR"}) as http:
@@ -329,3 +333,25 @@ def test_failover_reads_from_the_standby_and_writes_after_promotion(regions: Reg
     names = _rows(regions.standby_dsn, "SELECT display_name FROM users WHERE email = %s", email)
     assert names == [("Grace",)]
     assert _users_with(central.dsn, email) == []
+
+
+def test_users_from_before_the_topology_are_added_to_the_directory(regions: Regions) -> None:
+    west, us = regions["eu-west"], regions["us"]
+    email = "legacy@example.com"
+    hashed = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash(PASSWORD)
+    with psycopg.connect(us.dsn, autocommit=True) as conn:  # as a sign-up without regions left it
+        conn.execute(
+            "INSERT INTO users (id, email, password_hash, home_region, created_at, updated_at) "
+            "VALUES (gen_random_uuid(), %s, %s, 'us', now(), now())",
+            (email, hashed),
+        )
+    digest = hmac.new(DIRECTORY_KEY, email.encode(), hashlib.sha256).hexdigest()
+    wait_for(
+        lambda: _rows(west.dsn, "SELECT home_region FROM directory WHERE email_hash = %s", digest),
+        15,
+        "the backfilled entry in eu-west",
+    )
+    with west.anyone() as http:
+        r = http.post("/auth/login", json={"email": email, "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    assert _claims(r.json()["access_token"])["iss"] == "skylift-platform/us"

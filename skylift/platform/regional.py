@@ -31,6 +31,7 @@ from skylift.platform.users import Users
 from skylift.regions.rules import Topology
 
 log = structlog.get_logger("skylift.platform")
+STANDBY_PROFILE_TTL = 5  # seconds a profile read from the standby stays cached
 STANDBY_DOWN: tuple[type[Exception], ...] = (*POSTGRES_DOWN, TimeoutError)
 
 
@@ -135,8 +136,11 @@ async def open_regional(
             key=peers.peer_key(key),
             email_key=key,
         ),
+        # a short cache: a later failover must not serve a profile changed at home meanwhile
         standby_users=(
-            Users(standby_db, redis, settings.profile_ttl) if standby_db is not None else None
+            Users(standby_db, redis, min(settings.profile_ttl, STANDBY_PROFILE_TTL))
+            if standby_db is not None
+            else None
         ),
         standby=(
             StandbyState(standby_db, settings.standby_check_ttl, settings.pool_timeout)

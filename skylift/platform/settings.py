@@ -62,7 +62,8 @@ class PlatformSettings:
     #: secret shared by every region: keys the e-mail hash of the directory and signs
     #: requests between regions' platforms
     directory_key_file: Path | None = None
-    #: where peers' JWKS are cached (and may be seeded): ``<region>.json``
+    #: where peers' JWKS are cached (and may be seeded): ``<region>.json``; with a
+    #: topology it defaults to ``<KEY_DIR>/../peer-jwks``
     peer_jwks_dir: Path | None = None
     peer_timeout: float = 2.0  # each call to a peer's edge (forwarded login, push, JWKS)
     peer_jwks_refresh: float = 60.0  # how often peers' JWKS are fetched again
@@ -123,12 +124,15 @@ class PlatformSettings:
         proxies = get("TRUSTED_PROXIES")
         region = get("REGION", "local") or "local"
         regions, standby, directory_key = _regional(get, region)
-        jwks_dir = get("PEER_JWKS_DIR")
+        key_dir = Path(get("KEY_DIR", ".skylift/platform-keys") or ".")
+        jwks_dir = get("PEER_JWKS_DIR") or (
+            str(key_dir.parent / "peer-jwks") if regions is not None else None
+        )
         return cls(
             database_url=need("DATABASE_URL"),
             redis_url=need("REDIS_URL"),
             region=region,
-            key_dir=Path(get("KEY_DIR", ".skylift/platform-keys") or "."),
+            key_dir=key_dir,
             admin_token_file=Path(admin_file) if admin_file else None,
             read_database_url=get("READ_DATABASE_URL"),
             replica=get("REPLICA") or env.get("SKYLIFT_REPLICA") or "local",

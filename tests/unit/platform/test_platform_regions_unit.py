@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 
@@ -14,7 +15,7 @@ from skylift.platform import peers
 from skylift.platform.directory import email_hash, valid_hash
 from skylift.platform.errors import AuthError
 from skylift.platform.keys import Keyring, ensure_key
-from skylift.platform.peerkeys import parse_jwks
+from skylift.platform.peerkeys import PeerKeys, parse_jwks
 from skylift.platform.settings import PlatformSettings, SettingsError
 from skylift.platform.tokens import issue_access, verify_access
 from skylift.platform.topology import TopologyError, parse_topology
@@ -149,3 +150,36 @@ def test_a_peer_token_verifies_only_with_its_own_regions_issuer(tmp_path: Path) 
         issue_access(west, sub="u", home_region="eu-west", region="eu-west", ttl=60, now=now),
         options={"verify_signature": False},
     )
+
+
+async def test_peer_keys_are_fetched_through_edges_kept_on_disk_and_read_back(
+    tmp_path: Path,
+) -> None:
+    ensure_key(tmp_path / "west")
+    west = Keyring(tmp_path / "west")
+    kid = west.signing.kid
+    asked: list[tuple[str, str | None]] = []
+
+    def edge(request: httpx.Request) -> httpx.Response:
+        asked.append((request.url.host, request.headers.get("x-skylift-region")))
+        if request.url.host == "west":
+            return httpx.Response(200, json={**west.jwks(), "region": "eu-west"})
+        return httpx.Response(200, json={**west.jwks(), "region": "eu-west"})  # not eu-central!
+
+    edges = {"eu-west": "west:1", "eu-central": "central:1", "us": "us:1"}
+    cache = tmp_path / "peer-jwks"
+    async with httpx.AsyncClient(transport=httpx.MockTransport(edge)) as client:
+        keys = PeerKeys("us", edges, client, cache)
+        assert await keys.resolve(kid) is not None
+    assert ("west", "eu-west") in asked and ("central", "eu-central") in asked  # selector set
+    assert keys.known() == {"eu-west": True, "eu-central": False}  # a wrong answerer is ignored
+    assert (cache / "eu-west.json").is_file() and not (cache / "eu-central.json").exists()
+
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(down)) as client:
+        restarted = PeerKeys("us", edges, client, cache)  # every peer down: the copy on disk
+        await restarted.fetch_all()
+        found = restarted.lookup(kid)
+    assert found is not None and found[1] == "eu-west"

@@ -135,7 +135,7 @@ async def login(request: Request) -> Response:
                 users = await user_store(request, known, None, write=False, audit=False)
             except Misdirected:
                 if forwarded is None:
-                    return await forward_login(request, regional, known, raw, client)
+                    return await forward_login(regional, known, raw, client, p.settings.retry_after)
                 users = None  # misrouted twice: answer, never loop
     found = await users.credentials(email) if users is not None else None
     if not await p.passwords.verify(found.password_hash if found else None, password):

@@ -15,6 +15,7 @@ from skylift.platform import directory, peers
 from skylift.platform.errors import AuthError, BadRequest, Misdirected, Unavailable
 from skylift.platform.regional import Regional
 from skylift.platform.requests import caller, fallback_choice, json_object, platform, user_store
+from skylift.regions.rules import failover_chain
 
 log = structlog.get_logger("skylift.platform")
 
@@ -23,16 +24,18 @@ _PASSED = ("content-type", "retry-after", "cache-control", "www-authenticate")
 
 
 async def forward_login(
-    request: Request, regional: Regional, home: str, raw: bytes, client: str
+    regional: Regional, home: str, raw: bytes, client: str, retry_after: int
 ) -> Response:
     """Send a login to the user's home region through its edge and return its answer.
 
-    The selector header makes the home's edge route it home; the signed
-    ``Skylift-Forwarded-Login`` mark makes the home answer it itself (no second hop)
-    and count the original client in its rate limit.
+    The selector header makes the edge route it home (or, the home being down, to
+    the home's failover region); the signed ``Skylift-Forwarded-Login`` mark makes
+    the region that answers do so itself (no second hop) and count the original
+    client in its rate limit. When the home's edge cannot be reached at all (its
+    host is cut off), the edges of the other regions of the home's chain (same
+    zone only: :func:`failover_chain` without an opt-in) are asked in turn, with
+    the same selector: their own health view routes it.
     """
-    edge = regional.regions.edges[home]
-    signed = (regional.region, client)
     headers = {
         "content-type": "application/json",
         peers.SELECTOR: home,
@@ -44,21 +47,26 @@ async def forward_login(
             path="/auth/login",
             body=raw,
             now=int(time.time()),
-            signed=signed,
+            signed=(regional.region, client),
         ),
     }
-    retry_after = platform(request).settings.retry_after
-    try:
-        answer = await regional.client.post(
-            f"http://{edge}/auth/login", content=raw, headers=headers
-        )
-    except httpx.HTTPError as exc:
-        log.warning("login_forward_failed", home=home, error=type(exc).__name__)
-        # says nothing of the e-mail or its region: no enumeration through outages
-        raise Unavailable("login is unavailable, try again shortly", retry_after) from None
-    log.info("login_forwarded", home=home, status=answer.status_code)
-    passed = {k: v for k, v in answer.headers.items() if k.lower() in _PASSED}
-    return Response(answer.content, status_code=answer.status_code, headers=passed)
+    for via in failover_chain(regional.topology, home):
+        edge = regional.regions.edges[via]
+        try:
+            answer = await regional.client.post(
+                f"http://{edge}/auth/login", content=raw, headers=headers
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            log.warning("login_forward_unreachable", home=home, via=via, error=type(exc).__name__)
+            continue  # never reached it: the next edge of the chain
+        except httpx.HTTPError as exc:
+            log.warning("login_forward_failed", home=home, via=via, error=type(exc).__name__)
+            break  # sent, answer lost: do not send the password around again
+        log.info("login_forwarded", home=home, via=via, status=answer.status_code)
+        passed = {k: v for k, v in answer.headers.items() if k.lower() in _PASSED}
+        return Response(answer.content, status_code=answer.status_code, headers=passed)
+    # says nothing of the e-mail or its region: no enumeration through outages
+    raise Unavailable("login is unavailable, try again shortly", retry_after)
 
 
 async def put_failover(request: Request) -> Response:

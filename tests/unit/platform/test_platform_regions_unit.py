@@ -13,9 +13,11 @@ import pytest
 
 from skylift.platform import peers
 from skylift.platform.directory import email_hash, valid_hash
-from skylift.platform.errors import AuthError
+from skylift.platform.errors import AuthError, Unavailable
 from skylift.platform.keys import Keyring, ensure_key
 from skylift.platform.peerkeys import PeerKeys, parse_jwks
+from skylift.platform.regional import Regional
+from skylift.platform.routes_regions import forward_login
 from skylift.platform.settings import PlatformSettings, SettingsError
 from skylift.platform.tokens import issue_access, verify_access
 from skylift.platform.topology import TopologyError, parse_topology
@@ -183,3 +185,46 @@ async def test_peer_keys_are_fetched_through_edges_kept_on_disk_and_read_back(
         await restarted.fetch_all()
         found = restarted.lookup(kid)
     assert found is not None and found[1] == "eu-west"
+
+
+async def test_a_forwarded_login_goes_home_or_along_the_homes_zone_never_elsewhere() -> None:
+    regions = parse_topology(TOPOLOGY)
+    key = peers.peer_key(b"d" * 32)
+    seen: list[httpx.Request] = []
+
+    def edges(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.host == "10.0.0.1":  # eu-west's host is cut off
+            raise httpx.ConnectError("unreachable", request=request)
+        return httpx.Response(
+            200, json={"access_token": "t"}, headers={"cache-control": "no-store"}
+        )
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(edges)) as client:
+        regional = Regional("us", regions, b"d" * 32, key, client, None, None)  # type: ignore[arg-type]
+        body = b'{"email": "a@b.fr", "password": "x"}'
+        answer = await forward_login(regional, "eu-west", body, "203.0.113.9", 2)
+    assert answer.status_code == 200 and answer.headers["cache-control"] == "no-store"
+    assert [r.url.host for r in seen] == ["10.0.0.1", "10.0.0.2"]  # eu-west, then eu-central
+    sent = seen[-1]
+    assert sent.headers["x-skylift-region"] == "eu-west"  # the edge routes by the home
+    assert peers.verify(
+        key,
+        sent.headers[peers.SIGNATURE],
+        method="POST",
+        path="/auth/login",
+        body=body,
+        now=int(time.time()),
+        signed=("us", "203.0.113.9"),
+    )
+
+    def cut(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        raise httpx.ConnectError("unreachable", request=request)
+
+    seen.clear()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(cut)) as client:
+        regional = Regional("us", regions, b"d" * 32, key, client, None, None)  # type: ignore[arg-type]
+        with pytest.raises(Unavailable):
+            await forward_login(regional, "eu-west", body, "203.0.113.9", 2)
+    assert "10.0.0.3" not in [r.url.host for r in seen]  # never to us: another zone

@@ -11,7 +11,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from skylift.platform import routes_admin, routes_auth
+from skylift.platform import routes_admin, routes_auth, routes_regions
 from skylift.platform.errors import (
     POSTGRES_DOWN,
     REDIS_DOWN,
@@ -44,7 +44,7 @@ def create_app(platform: Platform | None, settings: PlatformSettings) -> Starlet
             yield
 
     app = Starlette(
-        routes=[*routes_auth.ROUTES, *routes_admin.ROUTES],
+        routes=[*routes_auth.ROUTES, *routes_regions.ROUTES, *routes_admin.ROUTES],
         middleware=[Middleware(ReplicaMiddleware, replica=settings.replica, metrics=metrics)],
         exception_handlers=handlers,
         lifespan=lifespan,

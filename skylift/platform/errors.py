@@ -70,6 +70,71 @@ class RateLimited(PlatformError):
         )
 
 
+class Misdirected(PlatformError):
+    """421: this region may not serve that user (their home is elsewhere and not failed over)."""
+
+    status = 421
+
+    def __init__(self, home_region: str, region: str) -> None:
+        super().__init__(f"this user's home region is {home_region}; {region} does not serve them")
+        self.home_region, self.region = home_region, region
+
+    def response(self) -> Response:
+        return JSONResponse(
+            {
+                "error": "misdirected",
+                "message": self.message,
+                "home_region": self.home_region,
+                "region": self.region,
+            },
+            status_code=421,
+        )
+
+
+class ReadOnly(PlatformError):
+    """503 + Retry-After: a failed-over user's data is served from a standby not yet promoted."""
+
+    status = 503
+
+    def __init__(self, home_region: str, region: str, retry_after: int) -> None:
+        super().__init__(
+            f"home region {home_region} is failed over; {region} serves its users from a "
+            "read-only standby until the standby is promoted (skylift region promote): "
+            "reads work, writes wait"
+        )
+        self.home_region, self.region, self.retry_after = home_region, region, retry_after
+
+    def response(self) -> Response:
+        return JSONResponse(
+            {
+                "error": "read_only",
+                "reason": self.message,
+                "home_region": self.home_region,
+                "region": self.region,
+                "retry_after": self.retry_after,
+            },
+            status_code=503,
+            headers={"Retry-After": str(self.retry_after)},
+        )
+
+
+class Unavailable(PlatformError):
+    """503 + Retry-After for a reason of the platform's own (named in the body)."""
+
+    status = 503
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def response(self) -> Response:
+        return JSONResponse(
+            {"error": "unavailable", "reason": self.message, "retry_after": self.retry_after},
+            status_code=503,
+            headers={"Retry-After": str(self.retry_after)},
+        )
+
+
 #: Library errors that mean "a dependency is down or overloaded", not "a bug".
 REDIS_DOWN: tuple[type[Exception], ...] = (
     redis.exceptions.ConnectionError,  # includes BusyLoadingError while Redis loads its AOF

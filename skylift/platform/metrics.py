@@ -15,6 +15,8 @@ _KNOWN = frozenset(
         "/auth/refresh",
         "/auth/logout",
         "/me",
+        "/me/failover",
+        "/internal/directory",
         "/flags",
         "/.well-known/jwks.json",
         "/admin/audit",

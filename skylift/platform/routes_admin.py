@@ -142,9 +142,12 @@ async def readyz(request: Request) -> Response:
             checks[name] = False
     ready = all(checks.values())
     headers = {} if ready else {"Retry-After": str(p.settings.retry_after)}
-    return JSONResponse(
-        {"ready": ready, "checks": checks}, status_code=200 if ready else 503, headers=headers
-    )
+    body: dict[str, object] = {"ready": ready, "checks": checks}
+    if p.regional is not None:
+        # informative only: a region must serve its own users while its peers are down
+        body["region"] = p.regional.region
+        body["peer_keys"] = p.regional.peer_keys.known()
+    return JSONResponse(body, status_code=200 if ready else 503, headers=headers)
 
 
 async def metrics_endpoint(request: Request) -> Response:

@@ -19,6 +19,7 @@ from skylift.platform.keys import Keyring, ensure_key
 from skylift.platform.passwords import Passwords
 from skylift.platform.ratelimit import LoginLimiter
 from skylift.platform.refresh import RefreshTokens
+from skylift.platform.regional import Regional, open_regional
 from skylift.platform.settings import PlatformSettings
 from skylift.platform.users import Users
 
@@ -34,6 +35,7 @@ class Platform:
     limiter: LoginLimiter
     users: Users
     flags: FlagStore
+    regional: Regional | None = None  # None: a single region, as before regions existed
 
     async def audit(self, event: str, actor: str | None, **data: Any) -> None:
         async with self.db.write() as conn:
@@ -66,22 +68,24 @@ async def open_platform(settings: PlatformSettings) -> AsyncIterator[Platform]:
     )
     await db.open()
     try:
-        yield Platform(
-            settings=settings,
-            redis=redis,
-            db=db,
-            keyring=Keyring(settings.key_dir),
-            passwords=Passwords(settings.argon2),
-            refresh=RefreshTokens(redis, settings.refresh_ttl),
-            limiter=LoginLimiter(
-                redis,
-                settings.login_limit_account,
-                settings.login_limit_client,
-                settings.login_window,
-            ),
-            users=Users(db, redis, settings.profile_ttl),
-            flags=FlagStore(db, redis, settings.flags_ttl),
-        )
+        async with open_regional(settings, db, redis) as regional:
+            yield Platform(
+                settings=settings,
+                redis=redis,
+                db=db,
+                keyring=Keyring(settings.key_dir),
+                passwords=Passwords(settings.argon2),
+                refresh=RefreshTokens(redis, settings.refresh_ttl),
+                limiter=LoginLimiter(
+                    redis,
+                    settings.login_limit_account,
+                    settings.login_limit_client,
+                    settings.login_window,
+                ),
+                users=Users(db, redis, settings.profile_ttl),
+                flags=FlagStore(db, redis, settings.flags_ttl),
+                regional=regional,
+            )
     finally:
         await db.close()
         await redis.aclose()

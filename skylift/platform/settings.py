@@ -7,9 +7,11 @@ Secrets never appear inline: the database URL may come from a file
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from skylift.platform.topology import Regions, TopologyError, load_topology
 
 PREFIX = "SKYLIFT_PLATFORM_"
 
@@ -52,6 +54,31 @@ class PlatformSettings:
     trusted_proxies: frozenset[str] = frozenset({"127.0.0.1", "::1"})
     argon2: Argon2Params = Argon2Params()
     migrate_on_start: bool = True
+    #: every region, zone and edge address; None: a single region, as before regions existed
+    regions: Regions | None = None
+    #: this region's in-zone streaming standby of another region's database (topology's
+    #: ``standby_of``); read during that region's failover, written once promoted
+    standby_database_url: str | None = field(default=None, repr=False)
+    #: secret shared by every region: keys the e-mail hash of the directory and signs
+    #: requests between regions' platforms
+    directory_key_file: Path | None = None
+    #: where peers' JWKS are cached (and may be seeded): ``<region>.json``; with a
+    #: topology it defaults to ``<KEY_DIR>/../peer-jwks``
+    peer_jwks_dir: Path | None = None
+    peer_timeout: float = 2.0  # each call to a peer's edge (forwarded login, push, JWKS)
+    peer_jwks_refresh: float = 60.0  # how often peers' JWKS are fetched again
+    standby_check_ttl: float = 1.0  # how long "is the standby promoted?" is cached
+
+    def directory_key(self) -> bytes | None:
+        """The directory key's bytes (None when the platform runs as a single region)."""
+        if self.directory_key_file is None:
+            return None
+        key = self.directory_key_file.read_bytes().strip()
+        if len(key) < 16:
+            raise SettingsError(
+                f"{PREFIX}DIRECTORY_KEY_FILE: {self.directory_key_file} holds fewer than 16 bytes"
+            )
+        return key
 
     def admin_token(self) -> str | None:
         """The admin bearer token, read from its file (None: admin endpoints are closed)."""
@@ -95,11 +122,17 @@ class PlatformSettings:
         base = Argon2Params()
         admin_file = get("ADMIN_TOKEN_FILE")
         proxies = get("TRUSTED_PROXIES")
+        region = get("REGION", "local") or "local"
+        regions, standby, directory_key = _regional(get, region)
+        key_dir = Path(get("KEY_DIR", ".skylift/platform-keys") or ".")
+        jwks_dir = get("PEER_JWKS_DIR") or (
+            str(key_dir.parent / "peer-jwks") if regions is not None else None
+        )
         return cls(
             database_url=need("DATABASE_URL"),
             redis_url=need("REDIS_URL"),
-            region=get("REGION", "local") or "local",
-            key_dir=Path(get("KEY_DIR", ".skylift/platform-keys") or "."),
+            region=region,
+            key_dir=key_dir,
             admin_token_file=Path(admin_file) if admin_file else None,
             read_database_url=get("READ_DATABASE_URL"),
             replica=get("REPLICA") or env.get("SKYLIFT_REPLICA") or "local",
@@ -125,4 +158,42 @@ class PlatformSettings:
                 parallelism=integer("ARGON2_PARALLELISM", base.parallelism),
             ),
             migrate_on_start=(get("MIGRATE_ON_START", "1") or "1") not in ("0", "false", "no"),
+            regions=regions,
+            standby_database_url=standby,
+            directory_key_file=directory_key,
+            peer_jwks_dir=Path(jwks_dir) if jwks_dir else None,
+            peer_timeout=number("PEER_TIMEOUT", 2.0),
+            peer_jwks_refresh=number("PEER_JWKS_REFRESH", 60.0),
+            standby_check_ttl=number("STANDBY_CHECK_TTL", 1.0),
         )
+
+
+def _regional(
+    get: Callable[[str], str | None], region: str
+) -> tuple[Regions | None, str | None, Path | None]:
+    """The topology, standby URL and directory key file, checked against each other."""
+    topology_file, standby = get("TOPOLOGY_FILE"), get("STANDBY_DATABASE_URL")
+    key_file = get("DIRECTORY_KEY_FILE")
+    if topology_file is None:
+        if standby is not None:
+            raise SettingsError(f"{PREFIX}STANDBY_DATABASE_URL needs {PREFIX}TOPOLOGY_FILE")
+        return None, None, Path(key_file) if key_file else None
+    try:
+        regions = load_topology(Path(topology_file))
+    except TopologyError as exc:
+        raise SettingsError(f"{PREFIX}TOPOLOGY_FILE: {exc}") from None
+    if region not in regions.topology:
+        raise SettingsError(
+            f"{PREFIX}REGION={region!r} is not a region of the topology "
+            f"({', '.join(regions.topology.names)})"
+        )
+    if key_file is None:
+        raise SettingsError(
+            f"{PREFIX}DIRECTORY_KEY_FILE is not set: a platform with a topology needs the "
+            "directory key shared by every region"
+        )
+    if standby is not None and regions.topology.region(region).standby_of is None:
+        raise SettingsError(
+            f"{PREFIX}STANDBY_DATABASE_URL is set but the topology gives {region} no standby_of"
+        )
+    return regions, standby, Path(key_file)

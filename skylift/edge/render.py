@@ -460,6 +460,13 @@ def _local_backends(spec: EdgeSpec) -> list[str]:
         "",
         # Requests a peer edge forwarded here (already decided): this region's pool only.
         "backend be_local",
+        # The pool is on this region's network: a refused connect is retried once,
+        # quickly, so a dead pool answers the documented 503 well within a check period.
+        "    retries 1",
+        f"    timeout connect {haproxy_time(c.timeout)}",
+        "    http-request return status 503 content-type application/json "
+        f"lf-string '{_json_503(f'region {own} has no healthy service')}' "
+        f"hdr Retry-After {spec.retry_after} if {{ nbsrv() eq 0 }}",
         "    http-request set-header X-Skylift-Route failover "
         f"if !{{ req.hdr(X-Skylift-Home) -m str {own} }}",
         f"    http-request set-var(txn.route) str(failover) if !{{ var(txn.home) -m str {own} }}",
@@ -484,12 +491,20 @@ def _local_backends(spec: EdgeSpec) -> list[str]:
     ]
 
 
+def _checked_server(spec: EdgeSpec, region: str) -> str:
+    """The one health-checked server of ``region`` (every traffic server tracks it)."""
+    if region == spec.region:
+        return f"be_check_local/{region}"
+    return f"be_check_peers/{region}"
+
+
 def _home_backend(spec: EdgeSpec, name: str, chain: tuple[str, ...]) -> list[str]:
     topo = spec.topology
     home = chain[0]
     fallback = chain[-1] if name != home_backend(home) else None
     verdict = decide(topo, RequestFacts(token_home=home, fallback=fallback), ())
     reason = verdict.reason
+    checked = _checked_server(spec, home)
     lines = [
         "",
         f"backend {name}",
@@ -497,8 +512,9 @@ def _home_backend(spec: EdgeSpec, name: str, chain: tuple[str, ...]) -> list[str
         "    http-request return status 503 content-type application/json "
         f"lf-string '{_json_503(reason)}' hdr Retry-After {spec.retry_after} "
         "if { nbsrv() eq 0 }",
-        f"    http-request set-header X-Skylift-Route failover if !{{ srv_is_up({name}/{home}) }}",
-        f"    http-request set-var(txn.route) str(failover) if !{{ srv_is_up({name}/{home}) }}",
+        # Decided before a server is picked: the home's own health check says it.
+        f"    http-request set-header X-Skylift-Route failover if !{{ srv_is_up({checked}) }}",
+        f"    http-request set-var(txn.route) str(failover) if !{{ srv_is_up({checked}) }}",
         *_error_lines(spec, f"the region serving home region {home} failed during the request"),
         f"    http-response set-var(txn.route) str(failover) if !{{ srv_name {home} }}",
         f"    http-response set-header X-Skylift-Region {spec.region} "

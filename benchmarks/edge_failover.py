@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -148,10 +149,8 @@ def kill_edge(edge: Edge) -> None:
         ["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False
     ).stdout.split()
     for p in [pid, *map(int, children)]:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def wait_all_up(edges: dict[str, Edge], timeout: float = 15.0) -> None:

@@ -6,6 +6,7 @@ Run as ``python standin.py REGION HOST PORT``; the test kills it to make the reg
 from __future__ import annotations
 
 import json
+import os
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -19,6 +20,8 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
+        if self.path == "/die":  # the region dies mid-request: no answer at all
+            os._exit(1)
         if self.path == "/healthz":
             body = b"ok"
         else:

@@ -127,3 +127,21 @@ def test_failover_in_zone_then_whole_zone_down_then_failback(world: World) -> No
             assert o.documented_503, o
     world.extra["failback_s"] = home.done
     del t1
+
+
+def test_a_region_dying_mid_request_gets_the_documented_503_not_a_502(world: World) -> None:
+    for edge in ("us", "asia"):  # forwarded to the asia edge, and served by asia's own edge
+        if world.standins["asia"].proc is None:
+            world.standins["asia"].start()
+        wait_for(lambda e=edge: world.health(e)["asia"], BOUND + 3, "asia up", every=0.1)
+        with client() as http:
+            r = http.get(world.url(edge, "/die"), headers={"X-Skylift-Region": "asia"})
+        assert r.status_code == 503, r.text
+        assert r.headers["Retry-After"] == "2"
+        body = r.json()
+        assert (body["error"], body["home_region"], body["zone"]) == (
+            "region_unavailable",
+            "asia",
+            "asia",
+        )
+        world.standins["asia"].kill()  # it exited on /die: reap it

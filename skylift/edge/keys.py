@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 from jwt.exceptions import InvalidKeyError
 
+from skylift.edge.render import SELECTOR_HEADER
+
 log = structlog.get_logger(__name__)
 
 JWKS_PATH = "/.well-known/jwks.json"
@@ -83,11 +85,20 @@ def merge(by_region: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
 
 
 async def fetch_jwks(
-    client: httpx.AsyncClient, url: str, answer_within: float = 3.0
+    client: httpx.AsyncClient, url: str, answer_within: float = 3.0, region: str | None = None
 ) -> dict[str, str]:
-    """kid -> PEM published at ``url``; raises httpx.HTTPError or ValueError."""
-    response = await client.get(url, timeout=answer_within)
+    """kid -> PEM published at ``url``; raises httpx.HTTPError or ValueError.
+
+    With ``region``, the request names it as selector (so any edge routes it
+    there) and an answer served by another region (a failover) is refused:
+    it must never replace ``region``'s own keys.
+    """
+    headers = {SELECTOR_HEADER: region} if region else {}
+    response = await client.get(url, timeout=answer_within, headers=headers)
     response.raise_for_status()
+    served = response.headers.get(SELECTOR_HEADER)
+    if region and served and served != region:
+        raise ValueError(f"JWKS of {region} answered by {served} (failed over)")
     return jwks_to_pems(response.json())
 
 
@@ -98,14 +109,18 @@ async def fetch_all(
     answer_within: float = 3.0,
     client: httpx.AsyncClient | None = None,
 ) -> dict[str, dict[str, str]]:
-    """Region -> its keys, fetched concurrently; a region that fails keeps ``previous``."""
+    """Region -> its keys, fetched concurrently; a region that fails keeps ``previous``.
+
+    ``urls`` may all point at edges (``http://EDGE/.well-known/jwks.json``):
+    each request carries its region as selector.
+    """
     previous = previous or {}
     own = client is None
     http = client or httpx.AsyncClient(timeout=answer_within)
     try:
         regions = list(urls)
         answers = await asyncio.gather(
-            *(fetch_jwks(http, urls[r], answer_within) for r in regions), return_exceptions=True
+            *(fetch_jwks(http, urls[r], answer_within, r) for r in regions), return_exceptions=True
         )
     finally:
         if own:

@@ -60,18 +60,22 @@ async def test_fetch_all_keeps_previous_keys_of_an_unreachable_region(tmp_path: 
     key = ensure_key(tmp_path)
 
     def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.host == "us":
+        region = request.headers["X-Skylift-Region"]
+        if region == "us":
             return httpx.Response(200, json={"keys": [key.public_jwk()]})
+        if region == "asia":  # failed over to another region: not asia's keys
+            return httpx.Response(200, json={"keys": []}, headers={"X-Skylift-Region": "us"})
         raise httpx.ConnectError("down", request=request)
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
         got = await fetch_all(
-            {"us": "http://us/.well-known/jwks.json", "eu": "http://eu/.well-known/jwks.json"},
-            previous={"eu": {"old": "PEM"}},
+            {r: "http://edge/.well-known/jwks.json" for r in ("us", "eu", "asia")},
+            previous={"eu": {"old": "PEM"}, "asia": {"a": "PEM"}},
             client=client,
         )
     assert list(got["us"]) == [key.kid]
     assert got["eu"] == {"old": "PEM"}
+    assert got["asia"] == {"a": "PEM"}
 
 
 def test_ranges_become_exact_cidrs() -> None:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import replace
+from typing import Any, Protocol
 
 import httpx
 import structlog
@@ -25,6 +26,8 @@ from jwt.algorithms import ECAlgorithm
 from jwt.exceptions import InvalidKeyError
 
 from skylift.edge.render import SELECTOR_HEADER
+from skylift.edge.spec import EdgeSpec
+from skylift.lb.errors import HAProxyError
 
 log = structlog.get_logger(__name__)
 
@@ -137,3 +140,57 @@ async def fetch_all(
             continue
         raise answer
     return out
+
+
+class KeyedEdge(Protocol):
+    """What :class:`KeyRefresher` drives: an :class:`skylift.edge.runner.Edge`."""
+
+    @property
+    def spec(self) -> EdgeSpec: ...
+
+    async def apply(self, spec: EdgeSpec) -> None: ...
+
+
+class KeyRefresher:
+    """Keep an edge's pinned keys equal to every region's JWKS (rotation = a hitless reload).
+
+    ``urls`` maps each region to where its JWKS is read (its platform, or any
+    edge: the request names the region as selector). The edge is re-applied
+    only when the merged kid -> PEM mapping changed.
+    """
+
+    def __init__(
+        self,
+        edge: KeyedEdge,
+        urls: Mapping[str, str],
+        *,
+        interval: float = 30.0,
+        answer_within: float = 3.0,
+    ) -> None:
+        self.edge = edge
+        self.urls = dict(urls)
+        self.interval = interval
+        self.answer_within = answer_within
+        self.by_region: dict[str, dict[str, str]] = {}
+
+    async def refresh_once(self, client: httpx.AsyncClient | None = None) -> bool:
+        """Fetch, merge, apply if changed; True when the edge got new keys."""
+        self.by_region = await fetch_all(
+            self.urls, self.by_region, answer_within=self.answer_within, client=client
+        )
+        keys = merge(self.by_region)
+        if not keys or keys == dict(self.edge.spec.token_keys):
+            return False  # nothing fetched yet must not unpin the configured keys
+        await self.edge.apply(replace(self.edge.spec, token_keys=keys))
+        log.info("edge.keys_updated", kids=sorted(keys))
+        return True
+
+    async def run(self) -> None:
+        """Refresh forever (cancel to stop); a failed round is logged and retried."""
+        async with httpx.AsyncClient(timeout=self.answer_within, trust_env=False) as client:
+            while True:
+                try:
+                    await self.refresh_once(client)
+                except HAProxyError as exc:
+                    log.warning("edge.keys_apply_failed", error=str(exc))
+                await asyncio.sleep(self.interval)

@@ -149,3 +149,36 @@ def test_best_region_is_the_fastest_with_hysteresis_and_order_for_ties() -> None
     assert best_region({"us": 0.012, "eu-west": 0.010}, order, "us", 0.005) == "us"
     assert best_region({"us": 0.030, "eu-west": 0.010}, order, "us", 0.005) == "eu-west"
     assert best_region({"us": None, "eu-west": 0.010}, order, "us", 0.005) == "eu-west"
+
+
+async def test_key_refresher_applies_only_when_the_keys_change(tmp_path: Path) -> None:
+    from skylift.edge.keys import KeyRefresher
+    from skylift.edge.spec import EdgeSpec
+    from skylift.regions.rules import RegionFacts, Topology
+
+    topo = Topology((RegionFacts("us", "us"),), default="us")
+    ensure_key(tmp_path)
+
+    class FakeEdge:
+        def __init__(self) -> None:
+            self.spec = EdgeSpec(
+                "us", topo, "127.0.0.1:1", "127.0.0.1:2", {}, frozenset(), tmp_path
+            )
+            self.applied = 0
+
+        async def apply(self, spec: EdgeSpec) -> None:
+            self.spec = spec
+            self.applied += 1
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"keys": [k.public_jwk() for k in load_keys(tmp_path)]})
+
+    edge = FakeEdge()
+    refresher = KeyRefresher(edge, {"us": "http://us/.well-known/jwks.json"})
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        assert await refresher.refresh_once(client)
+        assert not await refresher.refresh_once(client)  # unchanged: no reload
+        new = rotate(tmp_path)
+        assert await refresher.refresh_once(client)
+    assert new.kid in edge.spec.token_keys and len(edge.spec.token_keys) == 2
+    assert edge.applied == 2

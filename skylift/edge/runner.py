@@ -72,15 +72,18 @@ class Edge:
     async def start(self) -> None:
         """Start the edge (or adopt the one already running here and bring it up to date)."""
         async with self._lock:
-            files = render_edge(self.spec)
-            self.process.prepare_state_dir()
-            await asyncio.to_thread(_write_files, self.spec.state_dir, self._materialise(files))
-            adopted = await self.process.start(files.config)
-            if adopted:
-                await self._reload(files)
-            self._files = files
-            self._geoip = await asyncio.to_thread(_stamp, self.spec.geoip_map)
-            log.info("edge.started", region=self.spec.region, listen=self.spec.listen)
+            await self._start_locked()
+
+    async def _start_locked(self) -> None:
+        files = render_edge(self.spec)
+        self.process.prepare_state_dir()
+        await asyncio.to_thread(_write_files, self.spec.state_dir, self._materialise(files))
+        adopted = await self.process.start(files.config)
+        if adopted:
+            await self._reload(files)
+        self._files = files
+        self._geoip = await asyncio.to_thread(_stamp, self.spec.geoip_map)
+        log.info("edge.started", region=self.spec.region, listen=self.spec.listen)
 
     async def _reload(self, files: EdgeFiles) -> None:
         before: str | None
@@ -91,10 +94,20 @@ class Edge:
         await self.process.reload(files.config, before=before)
 
     async def apply(self, spec: EdgeSpec) -> None:
-        """Make the running edge match ``spec``: maps live, a reload only when needed."""
+        """Make the running edge match ``spec``: maps live, a reload only when needed.
+
+        An edge found dead is started again with ``spec`` (each call is a
+        reconcile step, so the caller can simply call it again after an error).
+        """
         async with self._lock:
             if self._files is None:
                 raise RuntimeError("edge not started")
+            if await self.process.running_pid() is None:
+                # The edge died (killed, host rebooted): level-triggered, start it again.
+                self.spec = spec
+                log.warning("edge.revived", region=spec.region)
+                await self._start_locked()
+                return
             old = self._files
             files = render_edge(spec)
             self.spec = spec

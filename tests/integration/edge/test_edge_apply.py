@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from skylift.edge.geoip import build_map, parse_extra
 from skylift.edge.latency import LatencyProber
 from skylift.edge.runner import Edge
+from skylift.lb.process import pid_alive
+from tests.polling import wait_for
 
 
 def reloads(world: World, region: str) -> int:
@@ -119,3 +121,19 @@ def test_a_new_edge_object_adopts_the_running_haproxy(world: World) -> None:
         )
         r = http.get(world.url("asia"), headers={"Authorization": f"Bearer {token}"})
     assert (r.json()["region"], r.headers["X-Skylift-Route"]) == ("us", "token")
+
+
+def test_apply_revives_a_killed_edge(world: World) -> None:
+    import os
+    import signal
+
+    edge = world.edges["eu-central"]
+    pid = edge.process.read_pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # the master; its worker exits with it
+    wait_for(lambda: not pid_alive(pid), 5, "edge master gone")
+    world.run(edge.apply(world.specs["eu-central"]))
+    assert edge.process.read_pid() not in (None, pid)
+    with client() as http:
+        r = http.get(world.url("eu-central"), headers={"X-Skylift-Region": "eu-central"})
+    assert (r.status_code, r.json()["region"]) == (200, "eu-central")

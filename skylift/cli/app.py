@@ -23,6 +23,7 @@ from skylift.cli import autoscale as cli_autoscale
 from skylift.cli import backup as cli_backup
 from skylift.cli import event as cli_event
 from skylift.cli import forecast as cli_forecast
+from skylift.cli import geoip as cli_geoip
 from skylift.cli import load as cli_load
 from skylift.cli import platform as cli_platform
 from skylift.cli import replica as cli_replica
@@ -490,6 +491,7 @@ cli_platform.register(app)
 cli_replica.register(app)
 cli_autoscale.register(app)
 cli_apply.register(app)
+cli_geoip.register(app)
 
 
 def main() -> None:

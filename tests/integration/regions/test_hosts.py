@@ -1,0 +1,226 @@
+"""The region hosts harness on real namespaces: bridge, cuts, delay, per-region services.
+
+Lean on purpose (< 60 s): the hosts and services are built once for the session.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.polling import wait_for
+from tests.regions.hosts import PREFIX, STATE_DIR, RegionHosts, read_line, remove_stale
+from tests.regions.services import RegionServices
+
+ECHO_PORT = 7000
+ECHO = textwrap.dedent(
+    """
+    import socket, sys, threading
+    srv = socket.create_server(("0.0.0.0", int(sys.argv[1])))
+    print("ready", flush=True)
+    def serve(conn, peer):
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(peer[0].encode() + b" " + data)
+    while True:
+        conn, peer = srv.accept()
+        threading.Thread(target=serve, args=(conn, peer), daemon=True).start()
+    """
+)
+CLIENT = textwrap.dedent(
+    """
+    import json, socket, sys, time
+    host, port = sys.argv[1], int(sys.argv[2])
+    try:
+        started = time.monotonic()
+        with socket.create_connection((host, port), timeout=1.0) as sock:
+            sock.settimeout(3.0)
+            rtts = []
+            for _ in range(3):
+                t = time.monotonic()
+                sock.sendall(b"hi")
+                reply = sock.recv(100)
+                rtts.append(time.monotonic() - t)
+        print(json.dumps({"ok": True, "reply": reply.decode(), "rtts": rtts}))
+    except OSError as exc:
+        print(json.dumps({"ok": False, "error": repr(exc),
+                          "after": time.monotonic() - started}))
+    """
+)
+
+
+def _echo(hosts: RegionHosts, region: str) -> None:
+    proc = hosts.run(region, [sys.executable, "-c", ECHO, str(ECHO_PORT)],
+                     stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert read_line(proc, 10).strip() == "ready"
+
+
+def _call(hosts: RegionHosts, region: str, target: str) -> dict[str, object]:
+    """Connect from ``region`` to ``target`` (host:port) and exchange three messages."""
+    host, _, port = target.rpartition(":")
+    done = hosts.check_call(region, [sys.executable, "-c", CLIENT, host, port], timeout=30)
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+def test_namespaces_talk_over_the_bridge_with_their_own_addresses(
+    region_hosts: RegionHosts,
+) -> None:
+    hosts = region_hosts
+    _echo(hosts, "eu-west")
+    target = f"{hosts.address('eu-west')}:{ECHO_PORT}"
+    result = _call(hosts, "us", target)
+    # the server sees the client's own address: edges can trust peers by source
+    assert result["ok"] and result["reply"] == f"{hosts.address('us')} hi", result
+    # loopback is up in every namespace, and private to it
+    assert _call(hosts, "eu-west", f"127.0.0.1:{ECHO_PORT}")["ok"]
+    assert not _call(hosts, "us", f"127.0.0.1:{ECHO_PORT}")["ok"]
+
+
+def test_a_cut_region_times_out_and_restore_brings_it_back(region_hosts: RegionHosts) -> None:
+    hosts = region_hosts
+    _echo(hosts, "asia")
+    target = f"{hosts.address('asia')}:{ECHO_PORT}"
+    assert _call(hosts, "eu-central", target)["ok"]
+    hosts.cut("asia")
+    assert hosts.is_cut("asia")
+    failed = _call(hosts, "eu-central", target)
+    assert not failed["ok"] and "timed out" in str(failed["error"]), failed
+    hosts.restore("asia")
+    wait_for(lambda: _call(hosts, "eu-central", target)["ok"], 10, "asia reachable again")
+
+
+def test_link_adds_the_round_trip_and_keeps_the_source_address(
+    region_hosts: RegionHosts,
+) -> None:
+    hosts = region_hosts
+    _echo(hosts, "eu-west")
+    via = hosts.link("us", "eu-west", ECHO_PORT, rtt=90)
+    assert via.startswith("127.0.0.1:")
+    result = _call(hosts, "us", via)
+    assert result["ok"] and result["reply"] == f"{hosts.address('us')} hi", result
+    rtts = result["rtts"]
+    assert isinstance(rtts, list)
+    assert min(rtts) >= 0.090, rtts  # a lower bound: the delay is never skipped
+    # a cut behind the proxy: the local connect succeeds, then the proxy resets it
+    hosts.cut("eu-west")
+    assert not _call(hosts, "us", via)["ok"]
+
+
+def _server_addr(dsn: str) -> str:
+    with psycopg.connect(dsn, connect_timeout=3) as conn:
+        row = conn.execute("select host(inet_server_addr())").fetchone()
+        assert row is not None
+        return str(row[0])
+
+
+def test_each_region_has_its_own_postgres_and_redis(
+    region_hosts: RegionHosts, region_services: RegionServices
+) -> None:
+    hosts = region_hosts
+    for region in hosts.regions:
+        cluster = region_services.postgres[region]
+        assert cluster.host == hosts.address(region)
+        assert _server_addr(cluster.dsn()) == hosts.address(region)  # over the bridge
+    # a region reaches another's database from its own namespace (psql runs there)
+    west = region_services.postgres["eu-west"]
+    out = hosts.check_call(
+        "us", ["psql", "-XAtq", "-h", west.host, "-p", str(west.port), "-U", "skylift",
+               "-c", "select host(inet_client_addr())", "postgres"], timeout=30,
+    )  # fmt: skip
+    assert out.stdout.strip() == hosts.address("us")
+    redis = region_services.redis["asia"]
+    assert redis.host == hosts.address("asia")
+    hosts.cut("eu-west")
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(west.dsn(), connect_timeout=1).close()
+
+
+def test_the_standby_in_eu_central_replays_eu_west(
+    region_hosts: RegionHosts, region_services: RegionServices
+) -> None:
+    primary = region_services.postgres["eu-west"]
+    standby = region_services.standbys["eu-west"]
+    assert standby.region == "eu-central"
+    assert standby.cluster.host == region_hosts.address("eu-central")
+    marker = f"row-{time.monotonic_ns()}"
+    with psycopg.connect(primary.dsn(), autocommit=True, connect_timeout=3) as conn:
+        conn.execute("create table if not exists hosts_probe (v text)")
+        conn.execute("insert into hosts_probe values (%s)", (marker,))
+
+    def replayed() -> bool:
+        try:
+            with psycopg.connect(standby.cluster.dsn(), connect_timeout=2) as conn:
+                row = conn.execute(
+                    "select pg_is_in_recovery(), exists(select 1 from hosts_probe where v = %s)",
+                    (marker,),
+                ).fetchone()
+        except (psycopg.OperationalError, psycopg.errors.UndefinedTable):
+            return False
+        assert row is not None and row[0] is True  # still a standby
+        return bool(row[1])
+
+    wait_for(replayed, 15, "the row replayed on the standby")
+
+
+def _leftovers(tag: str) -> list[str]:
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10)
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, timeout=10)
+    return [line for line in (names.stdout + links.stdout).splitlines() if tag in line]
+
+
+def test_everything_is_removed_even_after_a_failure() -> None:
+    """A failing block still removes its namespaces and processes."""
+    tag = ""
+    pid = 0
+    with pytest.raises(RuntimeError, match="boom"), RegionHosts.create(["a", "b"]) as hosts:
+        tag = hosts.tag
+        pid = hosts.run("a", ["sleep", "300"]).pid
+        assert _leftovers(tag)
+        raise RuntimeError("boom")
+    assert not _leftovers(tag)
+    assert subprocess.run(["kill", "-0", str(pid)], capture_output=True, timeout=5).returncode
+
+
+def test_a_killed_run_is_cleaned_up_by_the_next() -> None:
+    """SIGKILL a run that holds namespaces and a process: the next run removes both."""
+    script = textwrap.dedent(
+        """
+        import sys
+        from tests.regions.hosts import RegionHosts
+        with RegionHosts.create(["x"]) as hosts:
+            proc = hosts.run("x", ["sleep", "300"])
+            print(hosts.tag, proc.pid, flush=True)
+            sys.stdin.read()
+        """
+    )
+    with subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True) as run:  # fmt: skip
+        try:
+            assert run.stdout is not None
+            tag, sleeper = run.stdout.readline().split()
+            assert tag.startswith(PREFIX) and (STATE_DIR / f"{tag}.pid").exists()
+        finally:
+            run.send_signal(signal.SIGKILL)
+            run.wait(10)
+    assert _leftovers(tag)  # nothing ran its cleanup
+    workdir = Path(tempfile.gettempdir()) / f"skylift-hosts-{tag}"
+    assert workdir.exists()
+    removed = remove_stale()
+    assert any(name.startswith(tag) for name in removed), removed
+    wait_for(lambda: not _leftovers(tag), 10, "stale namespaces and links gone")
+    wait_for(
+        lambda: subprocess.run(["kill", "-0", sleeper], capture_output=True, timeout=5).returncode,
+        5,
+        "the stale run's process killed",
+    )
+    assert not workdir.exists()

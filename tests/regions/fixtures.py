@@ -60,7 +60,7 @@ def region_hosts(region_hosts_session: RegionHosts) -> Iterator[RegionHosts]:
     finally:
         for proc in [p for p in hosts.processes if p not in before]:
             hosts.stop(proc)
-        for region in hosts.regions:
+        for region in hosts.hosts:  # regions and client hosts
             if hosts.is_cut(region):
                 hosts.restore(region)
 

@@ -171,6 +171,8 @@ class Host:
     address: str
     port: str
     """Its veth end in the switch namespace (set down to cut the region)."""
+    kind: str = "region"
+    """``region`` or ``client`` (:meth:`RegionHosts.add_client`)."""
 
 
 @dataclass
@@ -190,6 +192,7 @@ class RegionHosts:
     workdir: Path
     processes: list[subprocess.Popen[Any]] = field(default_factory=list)
     _cleanups: list[tuple[str, Any]] = field(default_factory=list)
+    _aliases: list[str] = field(default_factory=list)
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -242,25 +245,48 @@ class RegionHosts:
         _ip("-n", switch, "link", "set", "root", "master", "br0", "up")
         _ip("addr", "add", f"{addresses[0]}/{subnet.prefixlen}", "dev", root_link)
         _ip("link", "set", root_link, "up")
-        hosts: dict[str, Host] = {}
-        for index, region in enumerate(regions):
-            namespace, port = f"{tag}-{region}", f"p{index}"
-            address = str(addresses[index + 1])
-            _ip("netns", "add", namespace)
-            _ip("link", "add", port, "netns", switch, "type", "veth",
-                "peer", "name", "eth0", "netns", namespace)  # fmt: skip
-            _ip("-n", switch, "link", "set", port, "master", "br0", "up")
-            _ip("-n", namespace, "link", "set", "lo", "up")
-            _ip("-n", namespace, "addr", "add", f"{address}/{subnet.prefixlen}", "dev", "eth0")
-            _ip("-n", namespace, "link", "set", "eth0", "up")
-            hosts[region] = Host(region, namespace, address, port)
         workdir.mkdir(mode=0o755, exist_ok=True)
-        return cls(tag, subnet, hosts, switch, root_link, workdir)
+        built = cls(tag, subnet, {}, switch, root_link, workdir)
+        for region in regions:
+            built._add_host(region, "region")
+        return built
+
+    def add_client(self, name: str) -> str:
+        """Another namespace on the bridge that is not a region: a client host with an
+        address of its own (e.g. for source-address geo tests); returns its address."""
+        return self._add_host(name, "client")
+
+    def _add_host(self, name: str, kind: str) -> str:
+        if name in self.hosts:
+            raise ValueError(f"{name} is already a host")
+        index = len(self.hosts)
+        used = {self.root_address, *self._aliases, *(h.address for h in self.hosts.values())}
+        address = next(str(a) for a in self.subnet.hosts() if str(a) not in used)
+        namespace, port = f"{self.tag}-{name}", f"p{index}"
+        _ip("netns", "add", namespace)
+        _ip("link", "add", port, "netns", self.switch, "type", "veth",
+            "peer", "name", "eth0", "netns", namespace)  # fmt: skip
+        _ip("-n", self.switch, "link", "set", port, "master", "br0", "up")
+        _ip("-n", namespace, "link", "set", "lo", "up")
+        _ip("-n", namespace, "addr", "add", f"{address}/{self.subnet.prefixlen}", "dev", "eth0")
+        _ip("-n", namespace, "link", "set", "eth0", "up")
+        self.hosts[name] = Host(name, namespace, address, port, kind)
+        return address
+
+    def add_source_address(self) -> str:
+        """A further address of the root namespace on the bridge: bind a client to it
+        (``httpx.HTTPTransport(local_address=...)``) to come from an address of its own."""
+        used = {self.root_address, *self._aliases, *(h.address for h in self.hosts.values())}
+        address = next(str(a) for a in reversed(list(self.subnet.hosts())) if str(a) not in used)
+        _ip("addr", "add", f"{address}/32", "dev", self.root_link)
+        self._aliases.append(address)
+        return address
 
     # ------------------------------------------------------------------ using
     @property
     def regions(self) -> list[str]:
-        return list(self.hosts)
+        """The regions, in creation order (not the client hosts)."""
+        return [name for name, host in self.hosts.items() if host.kind == "region"]
 
     @property
     def root_address(self) -> str:
@@ -268,7 +294,7 @@ class RegionHosts:
         return str(next(self.subnet.hosts()))
 
     def address(self, region: str) -> str:
-        """The region's address on the bridge (its eth0)."""
+        """The region's (or client host's) address on the bridge (its eth0)."""
         return self.hosts[region].address
 
     def namespace(self, region: str) -> str:

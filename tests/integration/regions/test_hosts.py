@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -84,6 +85,23 @@ def test_namespaces_talk_over_the_bridge_with_their_own_addresses(
     # loopback is up in every namespace, and private to it
     assert _call(hosts, "eu-west", f"127.0.0.1:{ECHO_PORT}")["ok"]
     assert not _call(hosts, "us", f"127.0.0.1:{ECHO_PORT}")["ok"]
+
+
+def test_clients_come_from_addresses_of_their_own(region_hosts: RegionHosts) -> None:
+    """A client namespace, or a root-side source address, for source-address (geo) tests."""
+    hosts = region_hosts
+    _echo(hosts, "eu-central")
+    target = f"{hosts.address('eu-central')}:{ECHO_PORT}"
+    name = f"client-{time.monotonic_ns()}"
+    client = hosts.add_client(name)
+    assert client not in {hosts.address(r) for r in hosts.regions} and name not in hosts.regions
+    assert _call(hosts, name, target)["reply"] == f"{client} hi"
+    source = hosts.add_source_address()
+    with socket.create_connection(
+        (hosts.address("eu-central"), ECHO_PORT), timeout=3, source_address=(source, 0)
+    ) as sock:
+        sock.sendall(b"hi")
+        assert sock.recv(100) == f"{source} hi".encode()
 
 
 def test_a_cut_region_times_out_and_restore_brings_it_back(region_hosts: RegionHosts) -> None:

@@ -17,7 +17,9 @@ Run it as its own process (e.g. inside a network namespace)::
     python -m skylift.netdelay --listen 127.0.0.1:7000 --target 10.213.7.3:5432 --delay-ms 45
 
 It prints ``listening on HOST:PORT`` once it accepts connections (port 0 picks a
-free port) and stops cleanly on SIGTERM or SIGINT.
+free port) and stops cleanly on SIGTERM or SIGINT. One process may serve several
+proxies (``--route LISTEN,TARGET,DELAY_MS``, repeatable; one line printed per route,
+in order), so a region needs one proxy process, not one per peer.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import socket
+import struct
 import sys
 from collections.abc import Sequence
 
@@ -86,8 +90,16 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dela
             await reading
 
 
+_RESET = struct.pack("ii", 1, 0)
+"""SO_LINGER on, 0 s: close() then sends RST, not FIN (a reset is passed on as a reset)."""
+
+
 async def _close(writer: asyncio.StreamWriter, abort: bool) -> None:
     if abort:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
         writer.transport.abort()
     else:
         writer.close()
@@ -152,38 +164,83 @@ async def serve_delay_proxy(
     return await asyncio.start_server(handle, host, port)
 
 
+Route = tuple[str, str, float]
+"""(listen HOST:PORT, target HOST:PORT, one-way delay in seconds)."""
+
+
+def parse_route(value: str) -> Route:
+    """``LISTEN,TARGET,DELAY_MS`` (the ``--route`` form) -> a route."""
+    parts = value.split(",")
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected LISTEN,TARGET,DELAY_MS, got {value!r}")
+    listen, target, delay_ms = parts
+    try:
+        split_hostport(listen)
+        split_hostport(target)
+        delay = float(delay_ms) / 1000.0
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return listen, target, delay
+
+
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m skylift.netdelay", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--listen", required=True, help="HOST:PORT to accept on (port 0: free)")
-    parser.add_argument("--target", required=True, help="HOST:PORT to relay to")
-    parser.add_argument("--delay-ms", type=float, required=True, help="one-way delay, each way")
+    parser.add_argument("--listen", help="HOST:PORT to accept on (port 0: free)")
+    parser.add_argument("--target", help="HOST:PORT to relay to")
+    parser.add_argument("--delay-ms", type=float, help="one-way delay, each way")
+    parser.add_argument(
+        "--route",
+        type=parse_route,
+        action="append",
+        default=[],
+        metavar="LISTEN,TARGET,DELAY_MS",
+        help="a further proxy served by this process (repeatable)",
+    )
     parser.add_argument(
         "--connect-timeout", type=float, default=5.0, help="seconds to reach the target"
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    single = (args.listen, args.target, args.delay_ms)
+    if any(v is not None for v in single) and not all(v is not None for v in single):
+        parser.error("--listen, --target and --delay-ms go together")
+    routes: list[Route] = []
+    if args.listen is not None:
+        routes.append((args.listen, args.target, args.delay_ms / 1000.0))
+    routes += args.route
+    if not routes:
+        parser.error("give --listen/--target/--delay-ms or at least one --route")
+    args.routes = routes
+    return args
 
 
-async def _main(args: argparse.Namespace) -> None:
-    server = await serve_delay_proxy(
-        args.listen, args.target, args.delay_ms / 1000.0, args.connect_timeout
-    )
+async def _main(routes: Sequence[Route], connect_timeout: float) -> None:
+    servers = [
+        await serve_delay_proxy(listen, target, delay, connect_timeout)
+        for listen, target, delay in routes
+    ]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    host, port = server.sockets[0].getsockname()[:2]
-    print(f"listening on {host}:{port}", flush=True)
-    async with server:
+    for server in servers:  # one line per route, in order, once all accept
+        host, port = server.sockets[0].getsockname()[:2]
+        print(f"listening on {host}:{port}", flush=True)
+    try:
         await stop.wait()
+    finally:
+        # no wait_closed(): from Python 3.12 it waits for open connections; asyncio.run
+        # cancels the relays next, and each closes its two sockets
+        for server in servers:
+            server.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line entry: run one proxy until SIGTERM/SIGINT."""
+    """Command line entry: run the proxies until SIGTERM/SIGINT."""
     args = _parse(argv)
     try:
-        asyncio.run(_main(args))
+        asyncio.run(_main(args.routes, args.connect_timeout))
     except (OSError, ValueError) as exc:
         print(f"netdelay: {exc}", file=sys.stderr)
         return 1

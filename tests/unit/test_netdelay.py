@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -83,8 +85,8 @@ async def test_unreachable_target_resets_the_client() -> None:
         port = proxy.sockets[0].getsockname()[1]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"hello")
-        with contextlib.suppress(ConnectionError):
-            assert await asyncio.wait_for(reader.read(), 5) == b""
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(reader.read(), 5)
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
@@ -115,6 +117,33 @@ async def test_target_closing_closes_the_client() -> None:
         await target.wait_closed()
 
 
+async def test_a_reset_by_the_target_resets_the_client() -> None:
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+        linger = struct.pack("ii", 1, 0)  # close() sends RST, not FIN
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        writer.transport.abort()
+
+    target = await asyncio.start_server(reset, "127.0.0.1", 0)
+    target_port = target.sockets[0].getsockname()[1]
+    proxy = await serve_delay_proxy("127.0.0.1:0", f"127.0.0.1:{target_port}", DELAY)
+    try:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", proxy.sockets[0].getsockname()[1]
+        )
+        writer.write(b"x")
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    finally:
+        proxy.close()
+        target.close()
+        await proxy.wait_closed()
+        await target.wait_closed()
+
+
 def test_split_hostport() -> None:
     assert split_hostport("10.0.0.1:80") == ("10.0.0.1", 80)
     assert split_hostport("[::1]:8080") == ("::1", 8080)
@@ -124,7 +153,6 @@ def test_split_hostport() -> None:
 
 def test_command_line_runs_as_its_own_process() -> None:
     """``python -m skylift.netdelay`` prints where it listens, relays, stops on SIGTERM."""
-    import socket
     import threading
 
     listener = socket.create_server(("127.0.0.1", 0))
@@ -158,3 +186,42 @@ def test_command_line_runs_as_its_own_process() -> None:
                 proc.wait()
             listener.close()
             thread.join(5)
+
+
+def test_one_process_serves_several_routes() -> None:
+    """``--route`` repeated: one line per route, each relaying with its own delay."""
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5)
+    target = f"127.0.0.1:{listener.getsockname()[1]}"
+    routes = ["--route", f"127.0.0.1:0,{target},10", "--route", f"127.0.0.1:0,{target},60"]
+    argv = [sys.executable, "-m", "skylift.netdelay", *routes]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            ports = [int(proc.stdout.readline().rsplit(":", 1)[1]) for _ in range(2)]
+            for port, least in zip(ports, (0.02, 0.12), strict=True):
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                    conn, _ = listener.accept()
+                    with conn:
+                        started = time.monotonic()
+                        sock.sendall(b"x")
+                        conn.sendall(conn.recv(1))
+                        assert sock.recv(1) == b"x"
+                        assert time.monotonic() - started >= least
+            proc.terminate()
+            assert proc.wait(10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            listener.close()
+
+
+def test_bad_routes_are_refused_by_the_command_line() -> None:
+    from skylift.netdelay import main
+
+    with pytest.raises(SystemExit):
+        main(["--route", "127.0.0.1:0,nohost,5"])
+    with pytest.raises(SystemExit):
+        main(["--listen", "127.0.0.1:0"])

@@ -41,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,11 @@ US-Asia is not given there and is taken as 150)."""
 def rtt_ms(zone_a: str, zone_b: str) -> float:
     """Emulated round trip between two zones (a zone with itself: the EU figure)."""
     return RTT_MS.get(frozenset({zone_a, zone_b}), RTT_MS[frozenset({"eu"})])
+
+
+def region_rtt(zones: Mapping[str, str]) -> Callable[[str, str], float]:
+    """``rtt(src, dst)`` in ms for regions given their zones (``{"eu-west": "eu", ...}``)."""
+    return lambda src, dst: rtt_ms(zones[src], zones[dst])
 
 
 class NetnsUnavailable(RuntimeError):
@@ -370,7 +375,7 @@ class RegionHosts:
         port: int,
         rtt: float,
         *,
-        listen_host: str = "127.0.0.1",
+        listen: str = "127.0.0.1:0",
         connect_timeout: float = 2.0,
     ) -> str:
         """``host:port`` in ``src``'s namespace that reaches ``dst``'s ``port`` with ``rtt``
@@ -378,20 +383,55 @@ class RegionHosts:
 
         The proxy runs in ``src`` so the target sees ``src``'s own address as the source
         (edges trust peers by source address), and a cut of either region makes its
-        upstream connection fail. Listening on 127.0.0.1 keeps it private to ``src``.
+        upstream connection fail (after ``connect_timeout``; a killed target: at once).
+        Listening on 127.0.0.1 keeps it private to ``src``.
         """
-        proc = self.run(
-            src,
-            [sys.executable, "-m", "skylift.netdelay", "--listen", f"{listen_host}:0",
-             "--target", f"{self.address(dst)}:{port}", "--delay-ms", f"{rtt / 2:g}",
-             "--connect-timeout", f"{connect_timeout:g}"],
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        line = read_line(proc, 10.0)  # printed once it accepts; "" if it died
-        if not line.startswith("listening on "):
+        return self.links(src, [(dst, port, rtt, listen)], connect_timeout)[0]
+
+    def links(
+        self,
+        src: str,
+        routes: Sequence[tuple[str, int, float, str]],
+        connect_timeout: float = 2.0,
+    ) -> list[str]:
+        """Several delay proxies in ``src``, one process: ``(dst, port, rtt_ms, listen)``
+        each; returns where each listens, in order. Stopped at close (or by the function
+        fixture when a test started them)."""
+        argv = [sys.executable, "-m", "skylift.netdelay",
+                "--connect-timeout", f"{connect_timeout:g}"]  # fmt: skip
+        for dst, port, rtt, listen in routes:
+            argv += ["--route", f"{listen},{self.address(dst)}:{port},{rtt / 2:g}"]
+        proc = self.run(src, argv, stdout=subprocess.PIPE, text=True)
+        lines = read_lines(proc, len(routes), 10.0)  # one per route once all accept
+        if len(lines) < len(routes) or not all(x.startswith("listening on ") for x in lines):
             self.stop(proc)
-            raise RuntimeError(f"delay proxy {src}->{dst}:{port} did not start: {line!r}")
-        return line.removeprefix("listening on ").strip()
+            raise RuntimeError(f"delay proxies in {src} did not start: {lines!r}")
+        return [line.removeprefix("listening on ").strip() for line in lines]
+
+    def mesh(
+        self,
+        ports: Mapping[str, int],
+        listen_ports: Mapping[str, int],
+        rtt: Callable[[str, str], float],
+        connect_timeout: float = 2.0,
+    ) -> dict[str, str]:
+        """Delayed paths between every pair of regions, at the same address everywhere.
+
+        For each region ``dst`` in ``ports``, every other region gets a proxy on its own
+        ``127.0.0.1:listen_ports[dst]`` to ``dst``'s ``ports[dst]`` with ``rtt(src, dst)``
+        ms (loopback is per namespace, so one address serves every source with its own
+        delay). Returns ``{dst: "127.0.0.1:PORT"}``: e.g. every edge's ``peers`` map.
+        One proxy process per source region.
+        """
+        for src in self.regions:
+            routes = [
+                (dst, ports[dst], rtt(src, dst), f"127.0.0.1:{listen_ports[dst]}")
+                for dst in ports
+                if dst != src
+            ]
+            if routes:
+                self.links(src, routes, connect_timeout)
+        return {dst: f"127.0.0.1:{listen_ports[dst]}" for dst in ports}
 
     def on_close(self, what: str, callback: Any) -> None:
         """Run ``callback()`` at close, before the processes are stopped (last in, first)."""
@@ -417,15 +457,34 @@ class RegionHosts:
             raise RuntimeError("region hosts cleanup: " + "; ".join(errors))
 
 
-def read_line(proc: subprocess.Popen[Any], timeout: float) -> str:
-    """One line of a text-mode ``proc.stdout`` within ``timeout`` ("" on EOF or timeout)."""
+def read_lines(proc: subprocess.Popen[Any], count: int, timeout: float) -> list[str]:
+    """The first ``count`` lines ``proc`` writes to its stdout pipe, within ``timeout``.
+
+    Fewer when it exits or the time is up. Reads the pipe's file descriptor directly (a
+    buffered ``readline`` could hold a second line where ``select`` no longer sees it),
+    so do not mix with reads of ``proc.stdout``.
+    """
     assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    data = b""
+    deadline = time.monotonic() + timeout
     with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        if not selector.select(timeout):
-            return ""
-    line: str = proc.stdout.readline()  # the writer flushes whole lines
-    return line
+        selector.register(fd, selectors.EVENT_READ)
+        while data.count(b"\n") < count:
+            left = deadline - time.monotonic()
+            if left <= 0 or not selector.select(left):
+                break
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            data += chunk
+    return [line.decode() for line in data.splitlines()[:count]]
+
+
+def read_line(proc: subprocess.Popen[Any], timeout: float) -> str:
+    """The first line of ``proc``'s stdout ("" on EOF or timeout); see :func:`read_lines`."""
+    lines = read_lines(proc, 1, timeout)
+    return lines[0] if lines else ""
 
 
 def _teardown(tag: str) -> None:

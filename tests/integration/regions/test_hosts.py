@@ -19,7 +19,8 @@ import psycopg
 import pytest
 
 from tests.polling import wait_for
-from tests.regions.hosts import PREFIX, STATE_DIR, RegionHosts, read_line, remove_stale
+from tests.regions.fixtures import REGIONS
+from tests.regions.hosts import PREFIX, STATE_DIR, RegionHosts, read_line, region_rtt, remove_stale
 from tests.regions.services import RegionServices
 
 ECHO_PORT = 7000
@@ -132,6 +133,21 @@ def test_link_adds_the_round_trip_and_keeps_the_source_address(
     # a cut behind the proxy: the local connect succeeds, then the proxy resets it
     hosts.cut("eu-west")
     assert not _call(hosts, "us", via)["ok"]
+
+
+def test_mesh_gives_every_pair_its_zone_round_trip(region_hosts: RegionHosts) -> None:
+    hosts = region_hosts
+    for region in hosts.regions:
+        _echo(hosts, region)
+    listen = {region: 17000 + i for i, region in enumerate(hosts.regions)}
+    peers = hosts.mesh(dict.fromkeys(hosts.regions, ECHO_PORT), listen, region_rtt(REGIONS))
+    assert set(peers) == set(hosts.regions)
+    for src, dst, rtt in (("eu-west", "eu-central", 40), ("us", "eu-west", 90),
+                          ("eu-central", "asia", 150)):  # fmt: skip
+        result = _call(hosts, src, peers[dst])
+        assert result["ok"] and result["reply"] == f"{hosts.address(src)} hi", result
+        rtts = result["rtts"]
+        assert isinstance(rtts, list) and min(rtts) >= rtt / 1000, (src, dst, rtts)
 
 
 def _server_addr(dsn: str) -> str:

@@ -229,13 +229,15 @@ class RegionHosts:
                 hosts = cls._build(tag, subnet, list(regions), workdir)
             yield hosts
         finally:
-            if hosts is not None:
-                hosts.close()
-            else:  # the build failed half way: remove whatever it made
-                _teardown(tag)
-            shutil.rmtree(workdir, ignore_errors=True)
-            with contextlib.suppress(OSError):
-                (STATE_DIR / f"{tag}.pid").unlink()
+            try:
+                if hosts is not None:
+                    hosts.close()
+                else:  # the build failed half way: remove whatever it made
+                    _teardown(tag)
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    (STATE_DIR / f"{tag}.pid").unlink()
 
     @classmethod
     def _build(

@@ -150,6 +150,49 @@ def test_mesh_gives_every_pair_its_zone_round_trip(region_hosts: RegionHosts) ->
         assert isinstance(rtts, list) and min(rtts) >= rtt / 1000, (src, dst, rtts)
 
 
+def test_haproxy_runs_in_a_region(region_hosts: RegionHosts) -> None:
+    """Master-worker HAProxy in a namespace, bound to the region's address and loopback;
+    its admin socket is a file, reachable from the root namespace."""
+    hosts = region_hosts
+    workdir = hosts.workdir / f"haproxy-{time.monotonic_ns()}"
+    workdir.mkdir()
+    address = hosts.address("us")
+    (workdir / "haproxy.cfg").write_text(
+        textwrap.dedent(
+            f"""
+            global
+                stats socket {workdir}/admin.sock mode 600 level admin
+            defaults
+                mode http
+                timeout connect 1s
+                timeout client 5s
+                timeout server 5s
+            frontend edge
+                bind 127.0.0.1:8080
+                bind {address}:8080
+                http-request return status 200 content-type text/plain string "us"
+            """
+        )
+    )
+    hosts.run("us", ["haproxy", "-W", "-db", "-f", str(workdir / "haproxy.cfg")],
+              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def answered() -> bool:
+        with socket.socket(socket.AF_UNIX) as admin:
+            try:
+                admin.connect(str(workdir / "admin.sock"))
+            except OSError:
+                return False
+            admin.sendall(b"show info\n")
+            return b"Name: HAProxy" in admin.recv(4096)
+
+    wait_for(answered, 10, "HAProxy's admin socket")
+    curl = ["curl", "-sS", "-m", "3", f"http://{address}:8080/"]
+    assert hosts.check_call("asia", curl, timeout=10).stdout == "us"
+    local = ["curl", "-sS", "-m", "3", "http://127.0.0.1:8080/"]
+    assert hosts.check_call("us", local, timeout=10).stdout == "us"
+
+
 def _server_addr(dsn: str) -> str:
     with psycopg.connect(dsn, connect_timeout=3) as conn:
         row = conn.execute("select host(inet_server_addr())").fetchone()

@@ -6,8 +6,9 @@ Use them from a test package's conftest.py::
 
 - ``region_hosts_session`` (session): :class:`RegionHosts` for :data:`REGIONS`.
 - ``region_hosts`` (function): the same hosts; after the test every cut region is
-  restored and every process the test started in them is stopped (outages are injected
-  per test, the hosts are built once).
+  restored and every process that appeared in them during the test is stopped
+  (``skylift up --detach`` daemons too), except services and delay proxies (outages
+  are injected per test, the hosts are built once).
 - ``region_services`` (session): PostgreSQL and Redis per region and eu-west's standby
   in eu-central (:class:`RegionServices`), stopped at the end of the run.
 
@@ -54,12 +55,11 @@ def region_hosts_session() -> Iterator[RegionHosts]:
 @pytest.fixture
 def region_hosts(region_hosts_session: RegionHosts) -> Iterator[RegionHosts]:
     hosts = region_hosts_session
-    before = list(hosts.processes)
+    before = hosts.snapshot()
     try:
         yield hosts
     finally:
-        for proc in [p for p in hosts.processes if p not in before]:
-            hosts.stop(proc)
+        hosts.reap(before)  # what the test started, daemonized processes included
         for region in hosts.hosts:  # regions and client hosts
             if hosts.is_cut(region):
                 hosts.restore(region)

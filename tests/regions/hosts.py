@@ -198,6 +198,8 @@ class RegionHosts:
     processes: list[subprocess.Popen[Any]] = field(default_factory=list)
     _cleanups: list[tuple[str, Any]] = field(default_factory=list)
     _aliases: list[str] = field(default_factory=list)
+    infrastructure: set[int] = field(default_factory=set)
+    """Pids :meth:`kill` spares with their descendants: services and delay proxies."""
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -358,6 +360,64 @@ class RegionHosts:
         with contextlib.suppress(ValueError):
             self.processes.remove(proc)
 
+    def pids(self, region: str) -> set[int]:
+        """Every process now in ``region``'s namespace."""
+        listed = _ip("netns", "pids", self.namespace(region), check=False).stdout.split()
+        return {int(pid) for pid in listed}
+
+    def kill(self, region: str, sig: int = signal.SIGKILL, *, spare: bool = True) -> set[int]:
+        """An outage by killing: signal every process in ``region`` (returns their pids).
+
+        With ``spare`` (the default), the region's infrastructure (its PostgreSQL, Redis
+        and outgoing delay proxies, with their children) survives, like a database on
+        a host of its own; ``spare=False`` takes the whole host down for good.
+        """
+        victims = self.pids(region)
+        if spare:
+            victims -= _descendants(self.infrastructure)
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        for proc in self.processes:
+            if proc.pid in victims:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(5)  # reap our own children (no zombie left in the list)
+        return victims
+
+    def reap(self, before: Mapping[str, set[int]], timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL, every process in a host that was not there ``before``
+        (a snapshot ``{name: hosts.pids(name)}``), spawned or daemonized ones included.
+
+        Infrastructure that was there before (services, delay proxies) is spared with
+        its children, even new ones (a PostgreSQL backend per connection); delay
+        proxies a test started are reaped like the rest.
+        """
+        existed = set().union(*before.values()) if before else set()
+        spare = _descendants(self.infrastructure & existed)
+        new = {
+            pid for name in self.hosts for pid in self.pids(name) - before.get(name, set()) - spare
+        }
+        for pid in new:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while any(_running(pid) for pid in new) and time.monotonic() < deadline:
+            for proc in self.processes:
+                if proc.pid in new:
+                    proc.poll()  # reap our own children so they stop counting as running
+            time.sleep(0.05)  # poll: processes leaving after SIGTERM
+        for pid in new:
+            if _running(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        for proc in [p for p in self.processes if p.pid in new]:
+            self.stop(proc)
+        self.infrastructure -= new
+
+    def snapshot(self) -> dict[str, set[int]]:
+        """``{name: pids}`` of every host now: what :meth:`reap` keeps."""
+        return {name: self.pids(name) for name in self.hosts}
+
     def cut(self, region: str) -> None:
         """Cut ``region`` off the network: its packets are dropped, connections time out."""
         _ip("-n", self.switch, "link", "set", self.hosts[region].port, "down")
@@ -404,6 +464,7 @@ class RegionHosts:
         for dst, port, rtt, listen in routes:
             argv += ["--route", f"{listen},{self.address(dst)}:{port},{rtt / 2:g}"]
         proc = self.run(src, argv, stdout=subprocess.PIPE, text=True)
+        self.infrastructure.add(proc.pid)  # the network: survives a region's kill
         lines = read_lines(proc, len(routes), 10.0)  # one per route once all accept
         if len(lines) < len(routes) or not all(x.startswith("listening on ") for x in lines):
             self.stop(proc)
@@ -487,6 +548,34 @@ def read_line(proc: subprocess.Popen[Any], timeout: float) -> str:
     """The first line of ``proc``'s stdout ("" on EOF or timeout); see :func:`read_lines`."""
     lines = read_lines(proc, 1, timeout)
     return lines[0] if lines else ""
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _descendants(roots: set[int]) -> set[int]:
+    """``roots`` and every process below them (from /proc's parent pids)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited while listing
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found: set[int] = set()
+    todo = list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo += children.get(pid, [])
+    return found
 
 
 def _teardown(tag: str) -> None:

@@ -140,6 +140,8 @@ def _start_cluster(
                          "-w", "-t", "30"], user=pg.user, timeout=40)  # fmt: skip
 
     hosts.on_close(f"postgres {base.name}", stop)
+    # the postmaster (first line of postmaster.pid): spared by hosts.kill with its children
+    hosts.infrastructure.add(int((data / "postmaster.pid").read_text().split()[0]))
     return PostgresCluster(address, port, sockets, data)
 
 
@@ -218,6 +220,7 @@ def start_redis(
             hosts.stop(proc)
             raise RuntimeError(f"redis-server in {region} did not start:\n{log}")
         time.sleep(0.02)  # poll interval; the loop checks readiness
+    hosts.infrastructure.add(proc.pid)  # spared by hosts.kill
     return RegionRedis(region, address, port)
 
 

@@ -249,6 +249,47 @@ def test_the_standby_in_eu_central_replays_eu_west(
     wait_for(replayed, 15, "the row replayed on the standby")
 
 
+def test_kill_takes_a_region_down_but_spares_its_services(
+    region_hosts: RegionHosts, region_services: RegionServices
+) -> None:
+    hosts = region_hosts
+    before = hosts.snapshot()
+    _echo(hosts, "eu-central")
+    # a daemonized process (like `skylift up --detach`): not a child the harness tracks
+    hosts.check_call("eu-central", ["sh", "-c", "setsid sleep 300 >/dev/null 2>&1 &"])
+    started = hosts.pids("eu-central") - before["eu-central"]
+    assert len(started) >= 2
+    killed = hosts.kill("eu-central")
+    assert started <= killed
+    failed = _call(hosts, "us", f"{hosts.address('eu-central')}:{ECHO_PORT}")
+    assert not failed["ok"] and "ConnectionRefused" in str(failed["error"]), failed
+    # its databases stay up (the standby of eu-west included), as on a host of their own
+    assert _server_addr(region_services.postgres["eu-central"].dsn()) == hosts.address("eu-central")
+    assert _server_addr(region_services.standbys["eu-west"].cluster.dsn())
+
+
+def test_reap_stops_what_appeared_during_a_test(
+    region_hosts: RegionHosts, region_services: RegionServices
+) -> None:
+    hosts = region_hosts
+    before = hosts.snapshot()
+    hosts.check_call("asia", ["sh", "-c", "setsid sleep 300 >/dev/null 2>&1 &"])
+    via = hosts.link("asia", "us", 5432, rtt=150)
+    with psycopg.connect(region_services.postgres["asia"].dsn(), connect_timeout=3):
+        hosts.reap(before)  # a PostgreSQL backend that appeared meanwhile is spared
+        left = hosts.pids("asia") - before["asia"]
+        assert left and left <= _backends(hosts, "asia")  # the sleeper and proxy are gone
+    assert via
+
+
+def _backends(hosts: RegionHosts, region: str) -> set[int]:
+    return {
+        pid
+        for pid in hosts.pids(region)
+        if "postgres" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    }
+
+
 def _leftovers(tag: str) -> list[str]:
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10)
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, timeout=10)

@@ -15,7 +15,8 @@ namespace has an empty ruleset, so bridging there just works, and the root's fir
 never touched. The root namespace still reaches every region through its own port.
 
 A region's link is cut by setting its switch port down (``cut``/``restore``): packets to
-and from it are dropped, so connections time out as to a dead host. Unix sockets are
+and from it are dropped, so connections time out as to a dead host (``kill`` instead
+kills its processes: connections are refused at once). Unix sockets are
 files, not network: a cut does not stop a process from reaching another region's unix
 socket, so region services use TCP to each other and unix sockets only locally.
 
@@ -184,9 +185,11 @@ class Host:
 class RegionHosts:
     """Network namespaces as region hosts; build with :meth:`create` (a context manager).
 
-    ``run`` starts a process inside a region (tracked, stopped at close), ``cut`` and
-    ``restore`` take a region's link down and up, ``link`` starts a delay proxy so that
-    a process in one region reaches another region's port with an emulated round trip.
+    ``run`` starts a process inside a region (tracked, stopped at close); ``cut`` and
+    ``restore`` take a region's link down and up, ``kill`` kills its processes (an
+    outage either way); ``link``/``links``/``mesh`` start delay proxies so that a process
+    in one region reaches another region's port with an emulated round trip;
+    ``add_client``/``add_source_address`` give clients addresses of their own.
     """
 
     tag: str

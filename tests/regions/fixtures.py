@@ -1,8 +1,6 @@
 """pytest fixtures: region hosts and their services, started once per test run.
 
-Use them from a test package's conftest.py::
-
-    from tests.regions.fixtures import region_hosts, region_hosts_session, region_services
+Registered in tests/conftest.py (``pytest_plugins``), so every test can ask for them:
 
 - ``region_hosts_session`` (session): :class:`RegionHosts` for :data:`REGIONS`.
 - ``region_hosts`` (function): the same hosts; after the test every cut region is
@@ -14,6 +12,13 @@ Use them from a test package's conftest.py::
 
 Skipped with the reason when network namespaces cannot be used (not root, no ``ip
 netns``); with ``SKYLIFT_REQUIRE_NETNS=1`` (CI runs as root) that is a failure instead.
+
+Under pytest-xdist (``--dist loadgroup``) every test using them is put in one group,
+so that one worker builds the hosts and services, not every worker. Checked here: with
+pytest 9.2 and xdist 3.8 no ``xdist_group`` has any effect (xdist appends the group to
+``item._nodeid``, which pytest 9 no longer reads: ``nodeid`` comes from ``item._id``),
+so each worker builds its own set for now; the harness is safe for that (a lock, one
+/24 and one tag per instance).
 """
 
 from __future__ import annotations
@@ -30,6 +35,17 @@ REGIONS: dict[str, str] = {"us": "us", "eu-west": "eu", "eu-central": "eu", "asi
 """Region -> zone, as in examples/regions.yaml."""
 STANDBYS: dict[str, str] = {"eu-west": "eu-central"}
 """Region whose primary has a standby -> the region holding it."""
+
+
+REGIONS_GROUP = "region-hosts"
+REGION_FIXTURES = frozenset({"region_hosts", "region_hosts_session", "region_services"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if REGION_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group(REGIONS_GROUP))
 
 
 def require_netns() -> None:

@@ -369,7 +369,8 @@ class RegionHosts:
         return {int(pid) for pid in listed}
 
     def kill(self, region: str, sig: int = signal.SIGKILL, *, spare: bool = True) -> set[int]:
-        """An outage by killing: signal every process in ``region`` (returns their pids).
+        """An outage by killing: signal every process in ``region`` (returns their pids);
+        with SIGKILL, returns once they are gone.
 
         With ``spare`` (the default), the region's infrastructure (its PostgreSQL, Redis
         and outgoing delay proxies, with their children) survives, like a database on
@@ -385,6 +386,10 @@ class RegionHosts:
             if proc.pid in victims:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(5)  # reap our own children (no zombie left in the list)
+        if sig == signal.SIGKILL:  # delivered at once, but exiting takes a moment
+            deadline = time.monotonic() + 5
+            while any(running(pid) for pid in victims) and time.monotonic() < deadline:
+                time.sleep(0.01)  # poll: the killed processes leaving
         return victims
 
     def reap(self, before: Mapping[str, set[int]], timeout: float = 5.0) -> None:
@@ -404,13 +409,13 @@ class RegionHosts:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while any(_running(pid) for pid in new) and time.monotonic() < deadline:
+        while any(running(pid) for pid in new) and time.monotonic() < deadline:
             for proc in self.processes:
                 if proc.pid in new:
                     proc.poll()  # reap our own children so they stop counting as running
             time.sleep(0.05)  # poll: processes leaving after SIGTERM
         for pid in new:
-            if _running(pid):
+            if running(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         for proc in [p for p in self.processes if p.pid in new]:
@@ -553,7 +558,7 @@ def read_line(proc: subprocess.Popen[Any], timeout: float) -> str:
     return lines[0] if lines else ""
 
 
-def _running(pid: int) -> bool:
+def running(pid: int) -> bool:
     """Alive and not a zombie."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

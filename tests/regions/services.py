@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.fixtures.postgres import SUPERUSER, PostgresCluster
-from tests.regions.hosts import RegionHosts
+from tests.regions.hosts import RegionHosts, running
 
 PG_PORT = 5432
 STANDBY_PORT = 5433
@@ -136,6 +136,9 @@ def _start_cluster(
         raise RuntimeError(f"{exc}\nserver log:\n{text}") from None
 
     def stop() -> None:
+        pid_file = data / "postmaster.pid"
+        if not pid_file.exists() or not running(int(pid_file.read_text().split()[0])):
+            return  # stopped, or killed by a test (hosts.kill(..., spare=False))
         hosts.check_call(region, [pg.bin("pg_ctl"), "stop", "-D", str(data), "-m", "immediate",
                          "-w", "-t", "30"], user=pg.user, timeout=40)  # fmt: skip
 

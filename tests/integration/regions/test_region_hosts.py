@@ -21,7 +21,7 @@ import pytest
 from tests.polling import wait_for
 from tests.regions.fixtures import REGIONS
 from tests.regions.hosts import PREFIX, STATE_DIR, RegionHosts, read_line, region_rtt, remove_stale
-from tests.regions.services import RegionServices
+from tests.regions.services import RegionServices, start_postgres
 
 ECHO_PORT = 7000
 ECHO = textwrap.dedent(
@@ -297,14 +297,17 @@ def _leftovers(tag: str) -> list[str]:
 
 
 def test_everything_is_removed_even_after_a_failure() -> None:
-    """A failing block still removes its namespaces and processes."""
+    """A failing block still removes its namespaces and processes, and a host whose
+    PostgreSQL a test killed outright still closes cleanly."""
     tag = ""
     pid = 0
     with pytest.raises(RuntimeError, match="boom"), RegionHosts.create(["a", "b"]) as hosts:
         tag = hosts.tag
         pid = hosts.run("a", ["sleep", "300"]).pid
+        start_postgres(hosts, "b")
         assert _leftovers(tag)
-        raise RuntimeError("boom")
+        hosts.kill("b", spare=False)  # the whole host, its database included
+        raise RuntimeError("boom")  # a cleanup error would replace it
     assert not _leftovers(tag)
     assert subprocess.run(["kill", "-0", str(pid)], capture_output=True, timeout=5).returncode
 

@@ -13,6 +13,7 @@ pytest_plugins = [
     "tests.fixtures.redis",
     "tests.fixtures.pg_replica",
     "tests.fixtures.prometheus",
+    "tests.regions.fixtures",
 ]
 
 

@@ -1,0 +1,221 @@
+"""One region's control plane: the phase-1 controller plus the region's edge and prewarm.
+
+``skylift up -c FILE --region NAME`` runs :func:`serve_region` in its own
+process: the controller gets :func:`region_config` (its own state dir, store,
+lock and ports), the edge gets :func:`edge_spec`. Nothing here calls another
+region on the control path: the edge checks its peers itself, prewarm reads
+the edge's view, and the start-up fence check (was this region's database
+promoted away?) gives up after a short timeout.
+
+The edge state is written to ``<region state dir>/edge.json`` (``starting``,
+``running``, ``failed``, ``disabled``, ``stopped``) for `up --detach` to wait on.
+``SKYLIFT_REGION_EDGE=off`` runs a region without its edge (tests of the
+orchestration alone, or a host whose edge runs elsewhere).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from skylift.config import LoadedConfig
+from skylift.controller.core import Controller
+from skylift.controller.pause import manual_clamp
+from skylift.daemon import serve
+from skylift.regions.config import edge_service, edge_spec, region_config, topology_of
+from skylift.regions.database import DatabaseError
+from skylift.regions.prewarm import HealthSource, Prewarmer
+from skylift.regions.promotion import PromotionError, fence_if_superseded
+
+if TYPE_CHECKING:
+    from skylift.edge.spec import EdgeSpec
+
+log = structlog.get_logger("skylift.regions.daemon")
+
+EDGE_STATE = "edge.json"
+EDGE_SWITCH = "SKYLIFT_REGION_EDGE"  # "off": run the region without its edge
+
+
+def region_loaded(root: LoadedConfig, name: str) -> LoadedConfig:
+    """The single-region config region ``name``'s controller runs, as if loaded from FILE."""
+    return LoadedConfig(config=region_config(root.config, name), path=root.path)
+
+
+def edge_enabled() -> bool:
+    return os.environ.get(EDGE_SWITCH, "on").lower() not in ("off", "0", "false", "no")
+
+
+def read_edge_state(state_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((state_dir / EDGE_STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_edge_state(state_dir: Path, state: str, **extra: Any) -> None:
+    body = json.dumps({"state": state, "pid": os.getpid(), "at": time.time(), **extra})
+    tmp = state_dir / f"{EDGE_STATE}.{os.getpid()}.tmp"
+    tmp.write_text(body, encoding="utf-8")
+    tmp.replace(state_dir / EDGE_STATE)
+
+
+class ControllerScaler:
+    """Prewarm's handle on the region's controller: the manual scale path, own event."""
+
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+
+    def desired(self, service: str) -> int:
+        return self.controller.loops[service].desired
+
+    def set_desired(self, service: str, replicas: int, reason: str) -> int:
+        controller = self.controller
+        loop = controller.loops[service]
+        applied, clamped = manual_clamp(
+            replicas, controller.autoscalers.get(service), controller.ceilings.get(service)
+        )
+        old = loop.desired
+        if applied == old:
+            return applied
+        loop.desired = applied
+        controller.writer.set_desired(service, applied)
+        controller.recorder.event(
+            "prewarm",
+            f"desired replicas {old} -> {applied}: {reason}" + (f" ({clamped})" if clamped else ""),
+            service=service,
+            old=old,
+            new=applied,
+            clamped=clamped,
+        )
+        return applied
+
+
+class RegionRuntime:
+    """The region's edge and prewarm, beside its controller (a daemon ``Companion``)."""
+
+    def __init__(self, root: LoadedConfig, name: str, *, with_edge: bool | None = None) -> None:
+        self.root = root
+        self.name = name
+        self.loaded = region_loaded(root, name)
+        self.with_edge = edge_enabled() if with_edge is None else with_edge
+        self.edge: Any = None  # skylift.edge.runner.Edge once started
+        self.tasks: list[asyncio.Task[None]] = []
+        self.stop_event = asyncio.Event()
+
+    @property
+    def state_dir(self) -> Path:
+        return self.loaded.state_dir
+
+    def spec(self) -> EdgeSpec:
+        return edge_spec(self.root.config, self.name, self.root.base_dir)
+
+    async def start(self, controller: Controller) -> None:
+        if not self.with_edge:
+            write_edge_state(self.state_dir, "disabled", reason=f"{EDGE_SWITCH}=off")
+            return
+        try:
+            from skylift.edge.runner import Edge  # type: ignore[import-not-found,unused-ignore]
+        except ImportError as exc:
+            log.warning("edge_unavailable", region=self.name, error=str(exc))
+            write_edge_state(self.state_dir, "disabled", reason=f"edge runner missing: {exc}")
+            return
+        self.edge = Edge(self.spec(), haproxy_binary=self.root.config.haproxy.binary)
+        write_edge_state(self.state_dir, "starting")
+        self.tasks.append(asyncio.create_task(self._keep_edge(), name="edge"))
+        service = edge_service(self.root.config)
+        if self.root.config.failover.prewarm > 0 and service in controller.loops:
+            self.tasks.append(
+                asyncio.create_task(self._prewarm(controller, service, self.edge), name="prewarm")
+            )
+
+    async def _keep_edge(self) -> None:
+        """Start the edge; retry (with a state the CLI shows) until it runs or we stop."""
+        delay = 1.0
+        while not self.stop_event.is_set():
+            try:
+                await self.edge.start()
+            except (OSError, RuntimeError, ValueError) as exc:
+                log.error("edge_start_failed", region=self.name, error=str(exc))
+                write_edge_state(self.state_dir, "failed", error=str(exc)[:500])
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop_event.wait(), delay)
+                delay = min(delay * 2, 15.0)
+                continue
+            listen = self.spec().listen
+            write_edge_state(self.state_dir, "running", listen=listen)
+            log.info("edge_running", region=self.name, listen=listen)
+            return
+
+    async def _prewarm(self, controller: Controller, service: str, health: HealthSource) -> None:
+        config = self.root.config
+        replicas = {
+            r: region_config(config, r).services[service].replicas for r in config.edged_regions
+        }
+        prewarmer = Prewarmer(
+            self.name,
+            service,
+            topology_of(config),
+            replicas,
+            config.failover.prewarm,
+            health,
+            ControllerScaler(controller),
+        )
+        every = max(0.5, config.edge.check.inter * 2)
+        await prewarmer.run(self.stop_event, every)
+
+    async def stop(self, *, down: bool) -> None:
+        self.stop_event.set()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks.clear()
+        if down and self.edge is not None:
+            await self.edge.stop()
+            write_edge_state(self.state_dir, "stopped")
+
+
+async def stop_edge_offline(root: LoadedConfig, name: str) -> bool:
+    """`down --region` with no controller running: stop the edge it left (True if any)."""
+    if not edge_enabled():
+        return False
+    try:
+        from skylift.edge.runner import Edge  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return False
+    loaded = region_loaded(root, name)
+    if not read_edge_state(loaded.state_dir):
+        return False
+    spec = edge_spec(root.config, name, root.base_dir)
+    await Edge(spec, haproxy_binary=root.config.haproxy.binary).stop()
+    write_edge_state(loaded.state_dir, "stopped")
+    return True
+
+
+async def serve_region(root: LoadedConfig, name: str) -> int:
+    """Run region ``name``: fence its database if it was promoted away, then the controller."""
+    loaded = region_loaded(root, name)
+    loaded.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        promotion = await asyncio.to_thread(fence_if_superseded, root.config, root.base_dir, name)
+    except (DatabaseError, PromotionError) as exc:
+        # never a reason not to start: the region's edge serves other regions' users too
+        log.warning("region_fence_check_failed", region=name, error=str(exc))
+    else:
+        if promotion is not None:
+            log.error(
+                "region_superseded",
+                region=name,
+                holder=promotion.holder,
+                message=f"{name}'s database was promoted away to {promotion.holder}'s standby: "
+                "it is fenced read-only; re-seed it as a standby before it serves writes "
+                "again (see `skylift region switchover`)",
+            )
+    return await serve(loaded, companions=[RegionRuntime(root, name)])

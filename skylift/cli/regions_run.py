@@ -132,7 +132,9 @@ def _api_answer(loaded: LoadedConfig, timeout: float) -> tuple[dict[str, Any] | 
     try:
         with ApiClient(loaded, timeout=timeout) as api:
             return api.get("/api/v1/services"), None
-    except (ControllerUnreachable, ApiError) as exc:
+    except ControllerUnreachable as exc:
+        return None, str(exc).split(";", 1)[0]  # without the generic "start one" hint
+    except ApiError as exc:
         return None, str(exc)
     except OSError as exc:  # a CA file that cannot be read, say
         return None, f"{type(exc).__name__}: {exc}"
@@ -206,7 +208,7 @@ def _up_detached(root: LoadedConfig, names: list[str], timeout: float, output: O
         typer.echo(
             f"error: not ready after {timeout:.0f}s: "
             + "; ".join(f"{n}: {why}" for n, why in pending.items())
-            + "; the controllers keep trying; see `skylift status --region ...` and each "
+            + "; the controllers keep trying; see `skylift status -c FILE` and each "
             "region's controller.log",
             err=True,
         )

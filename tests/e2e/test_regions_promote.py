@@ -79,7 +79,9 @@ def cli(path: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
         env=dict(os.environ),
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"{args} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(
+            f"{args} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 

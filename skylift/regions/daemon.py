@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger("skylift.regions.daemon")
 
 EDGE_STATE = "edge.json"
+TOKEN_KEYS = "token-keys.json"  # noqa: S105 (a file name) region -> kid -> PEM, last fetched (a restart keeps them)
+KEYS_EVERY = 30.0  # seconds between two JWKS rounds once every region's keys are known
+KEYS_EARLY = 2.0  # ... and before (a platform writes its key on its first start)
 EDGE_SWITCH = "SKYLIFT_REGION_EDGE"  # "off": run the region without its edge
 
 
@@ -101,35 +105,69 @@ class ControllerScaler:
 class RegionRuntime:
     """The region's edge and prewarm, beside its controller (a daemon ``Companion``)."""
 
-    def __init__(self, root: LoadedConfig, name: str, *, with_edge: bool | None = None) -> None:
+    def __init__(
+        self,
+        root: LoadedConfig,
+        name: str,
+        *,
+        with_edge: bool | None = None,
+        edge_factory: Callable[[EdgeSpec], Any] | None = None,
+    ) -> None:
         self.root = root
+        self.edge_factory = edge_factory
         self.name = name
         self.loaded = region_loaded(root, name)
         self.with_edge = edge_enabled() if with_edge is None else with_edge
         self.edge: Any = None  # skylift.edge.runner.Edge once started
         self.tasks: list[asyncio.Task[None]] = []
         self.stop_event = asyncio.Event()
+        self.edge_started = asyncio.Event()
+        self.keys: dict[str, dict[str, str]] = self._cached_keys()
 
     @property
     def state_dir(self) -> Path:
         return self.loaded.state_dir
 
     def spec(self) -> EdgeSpec:
-        return edge_spec(self.root.config, self.name, self.root.base_dir)
+        return edge_spec(self.root.config, self.name, self.root.base_dir, self._merged_keys())
+
+    def _cached_keys(self) -> dict[str, dict[str, str]]:
+        try:
+            data = json.loads((self.state_dir / TOKEN_KEYS).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return {str(r): dict(k) for r, k in data.items()} if isinstance(data, dict) else {}
+
+    def _merged_keys(self) -> dict[str, str]:
+        try:
+            from skylift.edge.keys import merge  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            return {kid: pem for keys in self.keys.values() for kid, pem in keys.items()}
+        return dict(merge(self.keys))
 
     async def start(self, controller: Controller) -> None:
         if not self.with_edge:
             write_edge_state(self.state_dir, "disabled", reason=f"{EDGE_SWITCH}=off")
             return
-        try:
-            from skylift.edge.runner import Edge  # type: ignore[import-not-found,unused-ignore]
-        except ImportError as exc:
-            log.warning("edge_unavailable", region=self.name, error=str(exc))
-            write_edge_state(self.state_dir, "disabled", reason=f"edge runner missing: {exc}")
-            return
-        self.edge = Edge(self.spec(), haproxy_binary=self.root.config.haproxy.binary)
+        factory = self.edge_factory
+        if factory is None:
+            try:
+                from skylift.edge.runner import Edge  # type: ignore[import-not-found,unused-ignore]
+            except ImportError as exc:
+                log.warning("edge_unavailable", region=self.name, error=str(exc))
+                write_edge_state(self.state_dir, "disabled", reason=f"edge runner missing: {exc}")
+                return
+            binary = self.root.config.haproxy.binary
+
+            def factory(spec: EdgeSpec) -> Any:
+                return Edge(spec, haproxy_binary=binary)
+
+        self.edge = factory(self.spec())
         write_edge_state(self.state_dir, "starting")
         self.tasks.append(asyncio.create_task(self._keep_edge(), name="edge"))
+        self.tasks.append(asyncio.create_task(self._keep_token_keys(), name="token-keys"))
+        if self.root.config.edge.mode == "latency":
+            self.tasks.append(asyncio.create_task(self._probe_latency(), name="latency"))
         service = edge_service(self.root.config)
         if self.root.config.failover.prewarm > 0 and service in controller.loops:
             self.tasks.append(
@@ -152,7 +190,76 @@ class RegionRuntime:
             listen = self.spec().listen
             write_edge_state(self.state_dir, "running", listen=listen)
             log.info("edge_running", region=self.name, listen=listen)
+            self.edge_started.set()
             return
+
+    async def _keep_token_keys(self) -> None:
+        """Every region's JWKS -> the edge's pinned keys; a region that fails keeps its old ones.
+
+        Own keys come from this region's service frontend; a peer's through the peer's
+        edge, with the hop header (this host is one of its trusted peers) so that edge
+        serves it from its own pool, and the selector naming it.
+        """
+        try:
+            from skylift.edge.keys import (  # type: ignore[import-not-found,unused-ignore]
+                JWKS_PATH,
+                jwks_to_pems,
+            )
+        except ImportError:
+            return
+        import httpx
+
+        await self.edge_started.wait()
+        spec = self.spec()
+        targets: dict[str, tuple[str, dict[str, str]]] = {self.name: (spec.local, {})} | {
+            region: (addr, {"X-Skylift-Hop": self.name, "X-Skylift-Region": region})
+            for region, addr in spec.peers.items()
+        }
+
+        async def fetch(client: httpx.AsyncClient, region: str) -> None:
+            addr, headers = targets[region]
+            try:
+                response = await client.get(f"http://{addr}{JWKS_PATH}", headers=headers)
+                response.raise_for_status()
+                self.keys[region] = dict(jwks_to_pems(response.json()))
+            except (httpx.HTTPError, ValueError) as exc:
+                log.info("token_keys_unavailable", region=region, error=str(exc))
+
+        async with httpx.AsyncClient(trust_env=False, timeout=3.0) as client:
+            while not self.stop_event.is_set():
+                await asyncio.gather(*(fetch(client, region) for region in targets))
+                await self._apply_keys()
+                known = all(self.keys.get(region) for region in targets)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self.stop_event.wait(), KEYS_EVERY if known else KEYS_EARLY
+                    )
+
+    async def _apply_keys(self) -> None:
+        spec = self.spec()
+        if dict(spec.token_keys) == dict(self.edge.spec.token_keys):
+            return
+        body = json.dumps(self.keys)
+        tmp = self.state_dir / f"{TOKEN_KEYS}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(body)
+        tmp.replace(self.state_dir / TOKEN_KEYS)
+        try:
+            await self.edge.apply(spec)
+        except (OSError, RuntimeError, ValueError) as exc:
+            log.error("edge_keys_apply_failed", region=self.name, error=str(exc))
+            return
+        log.info("edge_token_keys", region=self.name, kids=sorted(spec.token_keys))
+
+    async def _probe_latency(self) -> None:
+        """``latency`` mode: keep the edge's nearest-region choice measured."""
+        try:
+            from skylift.edge.latency import LatencyProber  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            return
+        await self.edge_started.wait()
+        await LatencyProber(self.edge, self.spec()).run()
 
     async def _prewarm(self, controller: Controller, service: str, health: HealthSource) -> None:
         config = self.root.config

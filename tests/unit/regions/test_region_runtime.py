@@ -1,0 +1,121 @@
+"""A region's edge and prewarm beside its controller, with a fake edge and controller."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import yaml
+
+from skylift.config import load_config
+from skylift.regions.daemon import RegionRuntime, read_edge_state
+from skylift.regions.database import Promotion
+from skylift.regions.promotion import (
+    promoted_map,
+    read_local_promotions,
+    write_local_promotion,
+)
+from tests.polling import wait_for_async
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "regions.yaml"
+
+
+class FakeEdge:
+    def __init__(self, spec: Any) -> None:
+        self.spec = spec
+        self.started = 0
+        self.stopped = 0
+        self.health = {name: True for name in spec.topology.names}
+
+    async def start(self) -> None:
+        self.started += 1
+
+    async def apply(self, spec: Any) -> None:
+        self.spec = spec
+
+    async def stop(self) -> None:
+        self.stopped += 1
+
+    async def region_health(self) -> dict[str, bool]:
+        return dict(self.health)
+
+
+class FakeController:
+    def __init__(self, desired: int) -> None:
+        self.loops = {"platform": SimpleNamespace(desired=desired)}
+        self.autoscalers: dict[str, Any] = {}
+        self.ceilings: dict[str, Any] = {}
+        self.events: list[tuple[str, str]] = []
+        self.writer = SimpleNamespace(set_desired=lambda service, n: None)
+        self.recorder = SimpleNamespace(
+            event=lambda kind, message, **_: self.events.append((kind, message))
+        )
+
+
+def _root(tmp_path: Path) -> Any:
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["state_dir"] = str(tmp_path / "state")
+    data["edge"]["check"]["inter"] = "100ms"  # prewarm polls every 2 x inter (>= 0.5 s)
+    path = tmp_path / "regions.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return load_config(path)
+
+
+def test_edge_started_prewarm_follows_its_health_and_down_stops_it(tmp_path: Path) -> None:
+    root = _root(tmp_path)
+    edges: list[FakeEdge] = []
+
+    def factory(spec: Any) -> FakeEdge:
+        edges.append(FakeEdge(spec))
+        return edges[-1]
+
+    runtime = RegionRuntime(root, "eu-central", with_edge=True, edge_factory=factory)
+    runtime.state_dir.mkdir(parents=True)
+    controller = FakeController(desired=2)
+
+    async def scenario() -> None:
+        await runtime.start(controller)  # type: ignore[arg-type]
+        (edge,) = edges
+        assert edge.spec.region == "eu-central" and edge.spec.listen == "127.0.0.1:9102"
+        await wait_for_async(
+            lambda: read_edge_state(runtime.state_dir).get("state") == "running", 5, "edge up"
+        )
+        edge.health["eu-west"] = False
+        await wait_for_async(
+            lambda: controller.loops["platform"].desired == 4, 5, "prewarm for eu-west"
+        )
+        assert controller.events[-1][0] == "prewarm"
+        assert "covering eu-west" in controller.events[-1][1]
+        edge.health["eu-west"] = True
+        await wait_for_async(lambda: controller.loops["platform"].desired == 2, 5, "lowered")
+        await runtime.stop(down=True)
+        assert edge.stopped == 1
+
+    asyncio.run(scenario())
+    assert read_edge_state(runtime.state_dir)["state"] == "stopped"
+
+
+def test_without_edge_the_state_says_disabled(tmp_path: Path) -> None:
+    root = _root(tmp_path)
+    runtime = RegionRuntime(root, "us", with_edge=False)
+    runtime.state_dir.mkdir(parents=True)
+
+    async def scenario() -> None:
+        await runtime.start(FakeController(2))  # type: ignore[arg-type]
+        await runtime.stop(down=True)
+
+    asyncio.run(scenario())
+    assert read_edge_state(runtime.state_dir)["state"] == "disabled"
+
+
+def test_local_promotion_records_round_trip(tmp_path: Path) -> None:
+    record = Promotion("eu-west", "eu-central", 1.5, old_primary_fenced=False)
+    path = write_local_promotion(tmp_path / "s", record)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert promoted_map(tmp_path / "s") == {"eu-west": "eu-central"}
+    assert read_local_promotions(tmp_path / "s")["eu-west"] == record
+    assert json.loads(path.read_text())["promoted"]["eu-west"]["holder"] == "eu-central"
+    assert promoted_map(tmp_path / "nothing") == {}

@@ -30,6 +30,7 @@ from skylift.config import LoadedConfig
 from skylift.controller.core import Controller
 from skylift.controller.pause import manual_clamp
 from skylift.daemon import serve
+from skylift.lb.errors import HAProxyError
 from skylift.regions.config import edge_service, edge_spec, region_config, topology_of
 from skylift.regions.database import DatabaseError
 from skylift.regions.prewarm import HealthSource, Prewarmer
@@ -164,15 +165,26 @@ class RegionRuntime:
 
         self.edge = factory(self.spec())
         write_edge_state(self.state_dir, "starting")
-        self.tasks.append(asyncio.create_task(self._keep_edge(), name="edge"))
-        self.tasks.append(asyncio.create_task(self._keep_token_keys(), name="token-keys"))
+        self._spawn(self._keep_edge(), "edge")
+        self._spawn(self._keep_token_keys(), "token-keys")
         if self.root.config.edge.mode == "latency":
-            self.tasks.append(asyncio.create_task(self._probe_latency(), name="latency"))
+            self._spawn(self._probe_latency(), "latency")
         service = edge_service(self.root.config)
         if self.root.config.failover.prewarm > 0 and service in controller.loops:
-            self.tasks.append(
-                asyncio.create_task(self._prewarm(controller, service, self.edge), name="prewarm")
-            )
+            self._spawn(self._prewarm(controller, service, self.edge), "prewarm")
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        """A background task whose unexpected end is logged, never lost."""
+        task = asyncio.create_task(coro, name=f"{self.name}-{name}")
+
+        def ended(done: asyncio.Task[None]) -> None:
+            if not done.cancelled() and done.exception() is not None:
+                log.error(
+                    "region_task_failed", region=self.name, task=name, error=repr(done.exception())
+                )
+
+        task.add_done_callback(ended)
+        self.tasks.append(task)
 
     async def _keep_edge(self) -> None:
         """Start the edge; retry (with a state the CLI shows) until it runs or we stop."""
@@ -180,7 +192,7 @@ class RegionRuntime:
         while not self.stop_event.is_set():
             try:
                 await self.edge.start()
-            except (OSError, RuntimeError, ValueError) as exc:
+            except (HAProxyError, OSError, RuntimeError, ValueError) as exc:
                 log.error("edge_start_failed", region=self.name, error=str(exc))
                 write_edge_state(self.state_dir, "failed", error=str(exc)[:500])
                 with contextlib.suppress(TimeoutError):
@@ -247,7 +259,7 @@ class RegionRuntime:
         tmp.replace(self.state_dir / TOKEN_KEYS)
         try:
             await self.edge.apply(spec)
-        except (OSError, RuntimeError, ValueError) as exc:
+        except (HAProxyError, OSError, RuntimeError, ValueError) as exc:
             log.error("edge_keys_apply_failed", region=self.name, error=str(exc))
             return
         log.info("edge_token_keys", region=self.name, kids=sorted(spec.token_keys))
@@ -262,6 +274,7 @@ class RegionRuntime:
         await LatencyProber(self.edge, self.spec()).run()
 
     async def _prewarm(self, controller: Controller, service: str, health: HealthSource) -> None:
+        await self.edge_started.wait()
         config = self.root.config
         replicas = {
             r: region_config(config, r).services[service].replicas for r in config.edged_regions

@@ -22,6 +22,7 @@ from typing import Protocol
 
 import structlog
 
+from skylift.lb.errors import HAProxyError
 from skylift.regions.rules import Topology, failover_chain
 
 log = structlog.get_logger("skylift.regions.prewarm")
@@ -108,7 +109,7 @@ class Prewarmer:
         """One pass; returns the extra replicas this region now carries for others."""
         try:
             health = await asyncio.wait_for(self.health.region_health(), self.timeout)
-        except (OSError, RuntimeError, TimeoutError) as exc:
+        except (HAProxyError, OSError, RuntimeError, TimeoutError, ValueError) as exc:
             log.warning("prewarm_health_unavailable", region=self.region, error=str(exc))
             return self.added
         down = frozenset(r for r, ok in health.items() if not ok and r != self.region)

@@ -34,7 +34,7 @@ from skylift.lb.errors import HAProxyError
 from skylift.regions.config import edge_service, edge_spec, region_config, topology_of
 from skylift.regions.database import DatabaseError
 from skylift.regions.prewarm import HealthSource, Prewarmer
-from skylift.regions.promotion import PromotionError, fence_if_superseded
+from skylift.regions.promotion import PromotionError, fence_if_superseded, superseded_by
 
 if TYPE_CHECKING:
     from skylift.edge.spec import EdgeSpec
@@ -44,6 +44,7 @@ log = structlog.get_logger("skylift.regions.daemon")
 EDGE_STATE = "edge.json"
 TOKEN_KEYS = "token-keys.json"  # noqa: S105 (a file name) region -> kid -> PEM, last fetched (a restart keeps them)
 KEYS_EVERY = 30.0  # seconds between two JWKS rounds once every region's keys are known
+PROMOTION_WATCH_EVERY = 5.0  # seconds between two "was my database promoted away?" checks
 KEYS_EARLY = 2.0  # ... and before (a platform writes its key on its first start)
 EDGE_SWITCH = "SKYLIFT_REGION_EDGE"  # "off": run the region without its edge
 
@@ -147,6 +148,7 @@ class RegionRuntime:
         return dict(merge(self.keys))
 
     async def start(self, controller: Controller) -> None:
+        self._spawn(self._watch_promotion(controller), "promotion-watch")
         if not self.with_edge:
             write_edge_state(self.state_dir, "disabled", reason=f"{EDGE_SWITCH}=off")
             return
@@ -185,6 +187,34 @@ class RegionRuntime:
 
         task.add_done_callback(ended)
         self.tasks.append(task)
+
+    async def _watch_promotion(self, controller: Controller) -> None:
+        """While running: if this region's database gets promoted away (a `region promote`
+        run while this host was cut off, say), fence it as soon as that is known, so a
+        healed partition never leaves two writers. Off the control path: a peer that does
+        not answer only delays the news."""
+        config, base = self.root.config, self.root.base_dir
+        if config.regions[self.name].standby is None:
+            return  # nobody can promote this region's database away
+        fenced_for: float | None = None
+        while not self.stop_event.is_set():
+            try:
+                promotion = await asyncio.to_thread(superseded_by, config, base, self.name)
+                if promotion is not None and promotion.at != fenced_for:
+                    await asyncio.to_thread(fence_if_superseded, config, base, self.name)
+                    fenced_for = promotion.at
+                    controller.recorder.event(
+                        "region_superseded",
+                        f"{self.name}'s database was promoted away to {promotion.holder}'s "
+                        "standby: fenced read-only (re-seed it as a standby before it serves "
+                        "writes again)",
+                        level="error",
+                        holder=promotion.holder,
+                    )
+            except (DatabaseError, PromotionError) as exc:
+                log.warning("promotion_watch_failed", region=self.name, error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), PROMOTION_WATCH_EVERY)
 
     async def _keep_edge(self) -> None:
         """Start the edge; retry (with a state the CLI shows) until it runs or we stop."""

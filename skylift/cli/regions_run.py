@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,6 +33,7 @@ from skylift.regions.config import (
 from skylift.regions.status import region_entry, status_table
 
 STATUS_TIMEOUT = 3.0
+_OFFLINE = threading.Lock()  # opening a store migrates it (alembic): one at a time per process
 
 
 def region_loaded(root: LoadedConfig, name: str) -> LoadedConfig:
@@ -256,7 +258,8 @@ def _down_one(root: LoadedConfig, name: str, timeout: float) -> str | None:
                 await stop_edge_offline(root, name)
                 await _down_offline(loaded)
 
-            asyncio.run(offline())
+            with _OFFLINE:
+                asyncio.run(offline())
             return "stopped (no controller was running)"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

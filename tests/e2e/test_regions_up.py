@@ -8,9 +8,12 @@ region API over TLS. test_regions_edges.py runs the same with the edges.
 
 from __future__ import annotations
 
+import os
+import signal
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from tests.e2e.harness import wait_for
@@ -74,3 +77,16 @@ def test_up_all_status_down_one_up_again(regions: Regions) -> None:
         10,
         "region b serving again",
     )
+
+    # controllers stopped by a signal leave replicas serving; `down --region all` then
+    # stops what each left, found through each region's own store
+    replicas = {pid for entry in back.values() for pid in _replica_pids(entry)}
+    for name in OFFSETS:
+        os.kill(int((regions.root / "state" / name / "controller.pid").read_text()), signal.SIGTERM)
+    wait_for(
+        lambda: all(not e["healthy"] for e in regions.status().values()), 30, "controllers gone"
+    )
+    assert all(psutil.pid_exists(pid) for pid in replicas)  # still serving
+    offline = regions.cli("down", "--region", "all", timeout=120)
+    assert offline.stdout.count("stopped (no controller was running)") == 3, offline.stdout
+    wait_for(lambda: not any(psutil.pid_exists(p) for p in replicas), 20, "replicas stopped")

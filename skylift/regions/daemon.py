@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from skylift.config import LoadedConfig
+from skylift.config import LoadedConfig, SkyliftConfig
 from skylift.controller.core import Controller
 from skylift.controller.pause import manual_clamp
 from skylift.daemon import serve
@@ -35,6 +35,7 @@ from skylift.regions.config import edge_service, edge_spec, region_config, topol
 from skylift.regions.database import DatabaseError
 from skylift.regions.prewarm import HealthSource, Prewarmer
 from skylift.regions.promotion import PromotionError, fence_if_superseded, superseded_by
+from skylift.regions.topology_file import ENV_NAMES, TOPOLOGY_FILE, topology_document
 
 if TYPE_CHECKING:
     from skylift.edge.spec import EdgeSpec
@@ -50,8 +51,30 @@ EDGE_SWITCH = "SKYLIFT_REGION_EDGE"  # "off": run the region without its edge
 
 
 def region_loaded(root: LoadedConfig, name: str) -> LoadedConfig:
-    """The single-region config region ``name``'s controller runs, as if loaded from FILE."""
-    return LoadedConfig(config=region_config(root.config, name), path=root.path)
+    """The single-region config region ``name``'s controller runs, as if loaded from FILE.
+
+    Every service's replicas are also told where the region's topology file is
+    (:data:`topology_file.ENV_NAMES`), unless the config names another file.
+    """
+    own = region_config(root.config, name)
+    plain = LoadedConfig(config=own, path=root.path)
+    path = str(plain.state_dir / TOPOLOGY_FILE)
+    data = own.model_dump(mode="json")
+    for service in data["services"].values():
+        env = service["backend"].setdefault("env", {})
+        for variable in ENV_NAMES:
+            env.setdefault(variable, path)
+    config = SkyliftConfig.model_validate(data, context={"validated": True})
+    return LoadedConfig(config=config, path=root.path)
+
+
+def write_topology(root: LoadedConfig, name: str, state_dir: Path) -> Path:
+    """``<region state>/topology.json``, replaced atomically (the platform reads it at start)."""
+    path = state_dir / TOPOLOGY_FILE
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(topology_document(root.config, name), indent=2), encoding="utf-8")
+    tmp.replace(path)
+    return path
 
 
 def edge_enabled() -> bool:
@@ -238,14 +261,14 @@ class RegionRuntime:
     async def _keep_token_keys(self) -> None:
         """Every region's JWKS -> the edge's pinned keys; a region that fails keeps its old ones.
 
-        Own keys come from this region's service frontend; a peer's through the peer's
-        edge, with the hop header (this host is one of its trusted peers) so that edge
-        serves it from its own pool, and the selector naming it.
+        Each region's JWKS is asked through an edge (this one for its own region, the
+        peer's for a peer) with the region as selector; an answer served by another
+        region (a failover) never replaces that region's keys (``fetch_all``).
         """
         try:
             from skylift.edge.keys import (  # type: ignore[import-not-found,unused-ignore]
                 JWKS_PATH,
-                jwks_to_pems,
+                fetch_all,
             )
         except ImportError:
             return
@@ -253,25 +276,14 @@ class RegionRuntime:
 
         await self.edge_started.wait()
         spec = self.spec()
-        targets: dict[str, tuple[str, dict[str, str]]] = {self.name: (spec.local, {})} | {
-            region: (addr, {"X-Skylift-Hop": self.name, "X-Skylift-Region": region})
-            for region, addr in spec.peers.items()
-        }
-
-        async def fetch(client: httpx.AsyncClient, region: str) -> None:
-            addr, headers = targets[region]
-            try:
-                response = await client.get(f"http://{addr}{JWKS_PATH}", headers=headers)
-                response.raise_for_status()
-                self.keys[region] = dict(jwks_to_pems(response.json()))
-            except (httpx.HTTPError, ValueError) as exc:
-                log.info("token_keys_unavailable", region=region, error=str(exc))
-
+        edges = {self.name: spec.listen, **spec.peers}
+        urls = {region: f"http://{addr}{JWKS_PATH}" for region, addr in edges.items()}
         async with httpx.AsyncClient(trust_env=False, timeout=3.0) as client:
             while not self.stop_event.is_set():
-                await asyncio.gather(*(fetch(client, region) for region in targets))
+                fetched = await fetch_all(urls, self.keys, client=client)
+                self.keys = {region: dict(keys) for region, keys in fetched.items()}
                 await self._apply_keys()
-                known = all(self.keys.get(region) for region in targets)
+                known = all(self.keys.get(region) for region in urls)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
                         self.stop_event.wait(), KEYS_EVERY if known else KEYS_EARLY
@@ -353,6 +365,7 @@ async def serve_region(root: LoadedConfig, name: str) -> int:
     """Run region ``name``: fence its database if it was promoted away, then the controller."""
     loaded = region_loaded(root, name)
     loaded.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_topology(root, name, loaded.state_dir)
     try:
         promotion = await asyncio.to_thread(fence_if_superseded, root.config, root.base_dir, name)
     except (DatabaseError, PromotionError) as exc:

@@ -119,3 +119,50 @@ def test_local_promotion_records_round_trip(tmp_path: Path) -> None:
     assert read_local_promotions(tmp_path / "s")["eu-west"] == record
     assert json.loads(path.read_text())["promoted"]["eu-west"]["holder"] == "eu-central"
     assert promoted_map(tmp_path / "nothing") == {}
+
+
+def test_topology_file_and_its_place_in_every_replicas_environment(tmp_path: Path) -> None:
+    from skylift.regions.config import topology_of
+    from skylift.regions.daemon import region_loaded, write_topology
+    from skylift.regions.rules import RegionFacts, Topology
+    from skylift.regions.topology_file import topology_document
+
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["state_dir"] = str(tmp_path / "state")
+    data["regions"]["asia"]["edge"]["reach"] = {"us": "127.0.0.9:9100"}  # via a proxy
+    path = tmp_path / "regions.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    root = load_config(path)
+    doc = topology_document(root.config, "asia")
+    edges = {r["name"]: r["edge"] for r in doc["regions"]}
+    assert edges == {
+        "us": "127.0.0.9:9100",
+        "eu-west": "127.0.0.1:9101",
+        "eu-central": "127.0.0.1:9102",
+        "asia": "127.0.0.1:9103",
+    }
+    rebuilt = Topology(
+        tuple(
+            RegionFacts(
+                r["name"],
+                r["zone"],
+                frozenset(r["countries"]),
+                tuple(r["nearest"]),
+                r["standby_of"],
+            )
+            for r in doc["regions"]
+        ),
+        default=doc["default"],
+        mode=doc["mode"],
+    )
+    assert rebuilt == topology_of(root.config)  # the very rules the edge renders from
+
+    loaded = region_loaded(root, "eu-central")
+    env = loaded.config.services["platform"].backend.env
+    expected = str(tmp_path / "state" / "eu-central" / "topology.json")
+    assert env["SKYLIFT_PLATFORM_TOPOLOGY_FILE"] == env["SKYLIFT_REGION_TOPOLOGY_FILE"] == expected
+    assert env["SKYLIFT_REGION"] == "eu-central"  # the region's own variables stay
+    loaded.state_dir.mkdir(parents=True)
+    written = write_topology(root, "eu-central", loaded.state_dir)
+    assert str(written) == expected
+    assert json.loads(written.read_text())["default"] == "us"

@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 import structlog
@@ -78,6 +79,8 @@ class Prewarmer:
 
     Level-triggered: each pass compares the extra it should add with the
     extra it added, and moves the desired count by the difference only.
+    Regions that start together are not "down" while their checks first pass:
+    a region counts once this edge has seen it up, or after ``grace`` seconds.
     A health source that fails leaves everything as it is (no cross-region
     call here: the edge's health comes from its own checks).
     """
@@ -93,6 +96,8 @@ class Prewarmer:
         scaler: Scaler,
         *,
         timeout: float = 2.0,
+        grace: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.region = region
         self.service = service
@@ -102,6 +107,10 @@ class Prewarmer:
         self.health = health
         self.scaler = scaler
         self.timeout = timeout
+        self.grace = grace
+        self.clock = clock
+        self.since: float | None = None  # first pass: peers starting with us are not "down"
+        self.seen_up: set[str] = set()
         self.added = 0  # replicas really added (after clamps)
         self.want = 0  # what the last pass asked for
 
@@ -112,7 +121,17 @@ class Prewarmer:
         except (HAProxyError, OSError, RuntimeError, TimeoutError, ValueError) as exc:
             log.warning("prewarm_health_unavailable", region=self.region, error=str(exc))
             return self.added
-        down = frozenset(r for r, ok in health.items() if not ok and r != self.region)
+        now = self.clock()
+        if self.since is None:
+            self.since = now
+        self.seen_up.update(r for r, ok in health.items() if ok)
+        settled = now - self.since >= self.grace
+        # a region counts as down once this edge saw it up, or after the start-up grace
+        down = frozenset(
+            r
+            for r, ok in health.items()
+            if not ok and r != self.region and (r in self.seen_up or settled)
+        )
         want = prewarm_extra(self.topology, down, self.replicas, self.prewarm).get(self.region, 0)
         if want == self.want:
             return self.added

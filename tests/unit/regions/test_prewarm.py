@@ -103,8 +103,8 @@ class FakeScaler:
         return self.value
 
 
-def _prewarmer(health: FakeHealth, scaler: FakeScaler) -> Prewarmer:
-    return Prewarmer("eu-central", "platform", TOPOLOGY, REPLICAS, 1.0, health, scaler)
+def _prewarmer(health: FakeHealth, scaler: FakeScaler, grace: float = 0.0) -> Prewarmer:
+    return Prewarmer("eu-central", "platform", TOPOLOGY, REPLICAS, 1.0, health, scaler, grace=grace)
 
 
 def test_prewarmer_raises_while_covering_and_lowers_after_recovery() -> None:
@@ -159,3 +159,28 @@ def test_own_region_reported_down_is_not_covered_by_itself() -> None:
 
     asyncio.run(warm.step())
     assert scaler.calls == []
+
+
+def test_peers_starting_with_this_region_are_not_prewarmed_for() -> None:
+    health, scaler = FakeHealth(), FakeScaler(2)
+    now = [0.0]
+    warm = Prewarmer(
+        "eu-central", "platform", TOPOLOGY, REPLICAS, 1.0, health, scaler,
+        grace=30.0, clock=lambda: now[0],
+    )  # fmt: skip
+    health.view["eu-west"] = False  # not up yet: its first checks are still running
+
+    async def scenario() -> None:
+        await warm.step()
+        now[0] = 10.0
+        await warm.step()
+        assert scaler.calls == []  # within the grace, never seen up: not "down"
+        now[0] = 31.0
+        assert await warm.step() == 3  # still not up after the grace: covered
+        health.view["eu-west"] = True
+        await warm.step()
+        health.view["eu-west"] = False  # seen up once: down counts at once
+        now[0] = 32.0
+        assert await warm.step() == 3
+
+    asyncio.run(scenario())

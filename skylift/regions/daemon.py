@@ -127,6 +127,51 @@ class ControllerScaler:
         return applied
 
 
+def drain_superseded(controller: Controller, service: str) -> None:
+    """Run no replica of ``service`` in a region whose database was promoted away.
+
+    Its users live in the promoted copy now; with this region's pool empty, its
+    own edge and every peer's see it down and keep serving them from the holder
+    (the rules' failover), instead of failing back onto a fenced, stale database.
+    Autoscaling is paused so it does not bring replicas back; `skylift scale`
+    after a switchover does.
+    """
+    from skylift.controller.pause import set_paused
+
+    loop = controller.loops.get(service)
+    if loop is None or loop.desired == 0:
+        return
+    if service in controller.autoscalers:
+        set_paused(controller, service, True)
+    old, loop.desired = loop.desired, 0
+    controller.writer.set_desired(service, 0)
+    controller.recorder.event(
+        "scaled",
+        f"desired replicas {old} -> 0: this region's database was promoted away",
+        service=service,
+        old=old,
+        new=0,
+    )
+
+
+def store_drained(loaded: LoadedConfig, service: str) -> None:
+    """Before a superseded region's controller starts: its store says 0 replicas, so not
+    one starts (and no edge fails back onto the fenced copy even for a moment). A later
+    config change of the count (after a switchover) resets it, as for `skylift scale`."""
+    from skylift.store import Store
+
+    configured = (
+        loaded.config.services[service].replicas if service in loaded.config.services else None
+    )
+    if configured is None:
+        return
+    store = Store.open(loaded.store_url)
+    try:
+        store.set_desired(service, 0, configured=configured)
+    finally:
+        store.close()
+
+
 class RegionRuntime:
     """The region's edge and prewarm, beside its controller (a daemon ``Companion``)."""
 
@@ -229,11 +274,13 @@ class RegionRuntime:
                     controller.recorder.event(
                         "region_superseded",
                         f"{self.name}'s database was promoted away to {promotion.holder}'s "
-                        "standby: fenced read-only (re-seed it as a standby before it serves "
-                        "writes again)",
+                        "standby: fenced read-only, and its pool drained so every edge keeps "
+                        f"its users on {promotion.holder} (no failback after a promotion; "
+                        "see `skylift region switchover`)",
                         level="error",
                         holder=promotion.holder,
                     )
+                    drain_superseded(controller, edge_service(config))
             except (DatabaseError, PromotionError) as exc:
                 log.warning("promotion_watch_failed", region=self.name, error=str(exc))
             with contextlib.suppress(TimeoutError):
@@ -378,7 +425,8 @@ async def serve_region(root: LoadedConfig, name: str) -> int:
                 region=name,
                 holder=promotion.holder,
                 message=f"{name}'s database was promoted away to {promotion.holder}'s standby: "
-                "it is fenced read-only; re-seed it as a standby before it serves writes "
-                "again (see `skylift region switchover`)",
+                "it is fenced read-only and the region serves no user until it is re-seeded "
+                "(see `skylift region switchover`)",
             )
+            await asyncio.to_thread(store_drained, loaded, edge_service(root.config))
     return await serve(loaded, companions=[RegionRuntime(root, name)])

@@ -166,3 +166,25 @@ def test_topology_file_and_its_place_in_every_replicas_environment(tmp_path: Pat
     written = write_topology(root, "eu-central", loaded.state_dir)
     assert str(written) == expected
     assert json.loads(written.read_text())["default"] == "us"
+
+
+def test_a_superseded_region_runs_no_replica_of_the_edges_service(tmp_path: Path) -> None:
+    from skylift.regions.daemon import drain_superseded, region_loaded, store_drained
+    from skylift.store import Store
+
+    controller = FakeController(desired=2)
+    drain_superseded(controller, "platform")  # type: ignore[arg-type]
+    assert controller.loops["platform"].desired == 0
+    assert controller.events[-1][0] == "scaled" and "promoted away" in controller.events[-1][1]
+    drain_superseded(controller, "platform")  # type: ignore[arg-type]
+    assert len(controller.events) == 1  # idempotent
+
+    loaded = region_loaded(_root(tmp_path), "eu-west")
+    loaded.state_dir.mkdir(parents=True)
+    store_drained(loaded, "platform")  # before the controller starts: not one replica
+    store = Store.open(loaded.store_url)
+    try:
+        assert store.desired("platform") == 0
+        assert store.configured_replicas("platform") == 2  # a new count in config resets it
+    finally:
+        store.close()

@@ -143,7 +143,7 @@ def _api_answer(loaded: LoadedConfig, timeout: float) -> tuple[dict[str, Any] | 
 
 
 def _edge_ready(root: LoadedConfig, name: str, loaded: LoadedConfig) -> tuple[bool, str]:
-    from skylift.regions.daemon import read_edge_state
+    from skylift.regions.edge_state import read_edge_state
 
     state = read_edge_state(loaded.state_dir)
     kind = state.get("state")
@@ -278,7 +278,8 @@ def _down_one(root: LoadedConfig, name: str, timeout: float) -> str | None:
 
 def gather_status(root: LoadedConfig, timeout: float = STATUS_TIMEOUT) -> dict[str, Any]:
     """Every phase-2 region's entry, asked in parallel (``healthy: false`` when silent)."""
-    from skylift.regions.daemon import read_edge_state
+    from skylift.regions.edge_state import read_edge_state
+    from skylift.regions.promotion import PromotionError, promoted_map
 
     names = list(root.config.edged_regions)
 
@@ -286,12 +287,17 @@ def gather_status(root: LoadedConfig, timeout: float = STATUS_TIMEOUT) -> dict[s
         region = root.config.regions[name]
         loaded = region_loaded(root, name)
         answer, error = _api_answer(loaded, timeout)
+        try:
+            superseded = promoted_map(loaded.state_dir).get(name)
+        except PromotionError:
+            superseded = None
         return region_entry(
             zone=str(region.zone),
             edge=str(region.edge.listen if region.edge else ""),
             answer=answer,
             error=error,
             edge_state=read_edge_state(loaded.state_dir) if answer is not None else None,
+            superseded_by=superseded,
         )
 
     with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:

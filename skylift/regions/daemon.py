@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,7 @@ from skylift.daemon import serve
 from skylift.lb.errors import HAProxyError
 from skylift.regions.config import edge_service, edge_spec, region_config, topology_of
 from skylift.regions.database import DatabaseError
+from skylift.regions.edge_state import read_edge_state, write_edge_state
 from skylift.regions.prewarm import HealthSource, Prewarmer
 from skylift.regions.promotion import PromotionError, fence_if_superseded, superseded_by
 from skylift.regions.topology_file import ENV_NAMES, TOPOLOGY_FILE, topology_document
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("skylift.regions.daemon")
 
-EDGE_STATE = "edge.json"
 TOKEN_KEYS = "token-keys.json"  # noqa: S105 (a file name) region -> kid -> PEM, last fetched (a restart keeps them)
 KEYS_EVERY = 30.0  # seconds between two JWKS rounds once every region's keys are known
 PROMOTION_WATCH_EVERY = 5.0  # seconds between two "was my database promoted away?" checks
@@ -79,21 +78,6 @@ def write_topology(root: LoadedConfig, name: str, state_dir: Path) -> Path:
 
 def edge_enabled() -> bool:
     return os.environ.get(EDGE_SWITCH, "on").lower() not in ("off", "0", "false", "no")
-
-
-def read_edge_state(state_dir: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((state_dir / EDGE_STATE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def write_edge_state(state_dir: Path, state: str, **extra: Any) -> None:
-    body = json.dumps({"state": state, "pid": os.getpid(), "at": time.time(), **extra})
-    tmp = state_dir / f"{EDGE_STATE}.{os.getpid()}.tmp"
-    tmp.write_text(body, encoding="utf-8")
-    tmp.replace(state_dir / EDGE_STATE)
 
 
 class ControllerScaler:

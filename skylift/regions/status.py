@@ -24,8 +24,13 @@ def region_entry(
     answer: Mapping[str, Any] | None,
     error: str | None = None,
     edge_state: Mapping[str, Any] | None = None,
+    superseded_by: str | None = None,
 ) -> dict[str, Any]:
-    """One region of ``status -o json``: ``answer`` is its API's ``/api/v1/services``."""
+    """One region of ``status -o json``: ``answer`` is its API's ``/api/v1/services``.
+
+    ``superseded_by``: its database was promoted away to that region's standby; it
+    serves nobody until re-seeded, so it is not healthy whatever its services say.
+    """
     if answer is None:
         return {
             "zone": zone,
@@ -36,7 +41,7 @@ def region_entry(
         }
     services = dict(answer.get("services") or {})
     state = (edge_state or {}).get("state")
-    healthy = services_healthy(services) and state not in EDGE_DOWN
+    healthy = services_healthy(services) and state not in EDGE_DOWN and superseded_by is None
     entry: dict[str, Any] = {
         "zone": zone,
         "edge": edge,
@@ -46,6 +51,8 @@ def region_entry(
     }
     if state is not None:
         entry["edge_state"] = state
+    if superseded_by is not None:
+        entry["superseded_by"] = superseded_by
     return entry
 
 
@@ -58,6 +65,8 @@ def status_table(regions: Mapping[str, Mapping[str, Any]]) -> str:
         lines.append(f"{name:<12} zone {r['zone']:<6} edge {r['edge']}{edge_state}  {health}")
         if r.get("error"):
             lines.append(f"  {r['error']}")
+        if r.get("superseded_by"):
+            lines.append(f"  database promoted away to {r['superseded_by']}: serves nobody")
         for svc, s in r.get("services", {}).items():
             lines.append(
                 f"  {svc:<12} {s.get('ready')}/{s.get('desired')} ready  {s.get('state', '')}  "

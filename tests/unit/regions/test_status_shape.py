@@ -95,3 +95,9 @@ def test_status_of_a_region_file_with_nothing_running_marks_every_region(tmp_pat
     assert list(regions) == ["us", "eu-west", "eu-central", "asia"]
     assert all(r["healthy"] is False for r in regions.values())
     assert all(r["error"].startswith("unreachable: ") for r in regions.values())
+
+
+def test_a_region_whose_database_was_promoted_away_is_not_healthy() -> None:
+    entry = region_entry(zone="eu", edge="e", answer=SERVICES, superseded_by="eu-central")
+    assert entry["healthy"] is False and entry["superseded_by"] == "eu-central"
+    assert "promoted away to eu-central" in status_table({"eu-west": entry})

@@ -117,8 +117,9 @@ def drain_superseded(controller: Controller, service: str) -> None:
     Its users live in the promoted copy now; with this region's pool empty, its
     own edge and every peer's see it down and keep serving them from the holder
     (the rules' failover), instead of failing back onto a fenced, stale database.
-    Autoscaling is paused so it does not bring replicas back; `skylift scale`
-    after a switchover does.
+    Autoscaling is paused so it does not bring replicas back (resume it after the
+    switchover); the configured count comes back at the first start without the
+    promotion record (:func:`store_drained`).
     """
     from skylift.controller.pause import set_paused
 
@@ -138,22 +139,32 @@ def drain_superseded(controller: Controller, service: str) -> None:
     )
 
 
-def store_drained(loaded: LoadedConfig, service: str) -> None:
-    """Before a superseded region's controller starts: its store says 0 replicas, so not
-    one starts (and no edge fails back onto the fenced copy even for a moment). A later
-    config change of the count (after a switchover) resets it, as for `skylift scale`."""
+DRAINED = "drained-superseded"  # marker: the region's pool was emptied by a promotion
+
+
+def store_drained(loaded: LoadedConfig, service: str, *, drained: bool = True) -> None:
+    """Set the store's count of ``service`` before the region's controller starts.
+
+    ``drained``: 0 (its database was promoted away: not one replica starts, so no
+    edge fails back onto the fenced copy even for a moment), and a marker in the
+    state dir. Not drained while the marker is there (the region was re-seeded and
+    the record removed): the configured count again, and the marker goes.
+    """
     from skylift.store import Store
 
-    configured = (
-        loaded.config.services[service].replicas if service in loaded.config.services else None
-    )
-    if configured is None:
+    marker = loaded.state_dir / DRAINED
+    if service not in loaded.config.services or (not drained and not marker.exists()):
         return
+    configured = loaded.config.services[service].replicas
     store = Store.open(loaded.store_url)
     try:
-        store.set_desired(service, 0, configured=configured)
+        store.set_desired(service, 0 if drained else configured, configured=configured)
     finally:
         store.close()
+    if drained:
+        marker.touch()
+    else:
+        marker.unlink()
 
 
 class RegionRuntime:
@@ -265,6 +276,7 @@ class RegionRuntime:
                         holder=promotion.holder,
                     )
                     drain_superseded(controller, edge_service(config))
+                    (self.state_dir / DRAINED).touch()
             except (DatabaseError, PromotionError) as exc:
                 log.warning("promotion_watch_failed", region=self.name, error=str(exc))
             with contextlib.suppress(TimeoutError):
@@ -413,4 +425,6 @@ async def serve_region(root: LoadedConfig, name: str) -> int:
                 "(see `skylift region switchover`)",
             )
             await asyncio.to_thread(store_drained, loaded, edge_service(root.config))
+        else:
+            await asyncio.to_thread(store_drained, loaded, edge_service(root.config), drained=False)
     return await serve(loaded, companions=[RegionRuntime(root, name)])

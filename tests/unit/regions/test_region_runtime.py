@@ -185,6 +185,13 @@ def test_a_superseded_region_runs_no_replica_of_the_edges_service(tmp_path: Path
     store = Store.open(loaded.store_url)
     try:
         assert store.desired("platform") == 0
-        assert store.configured_replicas("platform") == 2  # a new count in config resets it
+        assert store.configured_replicas("platform") == 2
     finally:
         store.close()
+    store_drained(loaded, "platform", drained=False)  # re-seeded, record removed
+    store = Store.open(loaded.store_url)
+    try:
+        assert store.desired("platform") == 2  # the configured count again
+    finally:
+        store.close()
+    assert not (loaded.state_dir / "drained-superseded").exists()

@@ -34,6 +34,7 @@ from skylift.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
     Output,
+    RegionOpt,
     emit,
     fail,
     load_or_exit,
@@ -57,7 +58,7 @@ ConfigOpt = Annotated[
     typer.Option("--config", "-c", envvar="SKYLIFT_CONFIG", help="skylift.yaml to use"),
 ]
 OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table or json")]
-RegionOpt = Annotated[
+RegionsOpt = Annotated[
     str | None,
     typer.Option(
         "--region", help="a region of a multi-region file, or 'all' (each its own controller)"
@@ -136,7 +137,7 @@ def up(
             "API binds only then); with --detach, return once it waits",
         ),
     ] = False,
-    region: RegionOpt = None,
+    region: RegionsOpt = None,
 ) -> None:
     """Start the controller: replicas, HAProxy and the local API (per region: its edge too)."""
     loaded = load_or_exit(config)
@@ -283,7 +284,7 @@ def _standby_detached(loaded: LoadedConfig, timeout: float, output: Output) -> i
 def down(
     config: ConfigOpt = Path("skylift.yaml"),
     timeout: Annotated[float, typer.Option(help="seconds to wait for the stop")] = 120,
-    region: RegionOpt = None,
+    region: RegionsOpt = None,
 ) -> None:
     """Stop the controller, drain and stop every replica, and stop HAProxy (and the edge)."""
     from skylift.client import ApiClient, ControllerUnreachable
@@ -390,11 +391,12 @@ def scale(
     replicas: Annotated[int, typer.Argument(min=0, max=1000, help="desired replicas")],
     config: ConfigOpt = Path("skylift.yaml"),
     output: OutputOpt = Output.table,
+    region: RegionOpt = None,
 ) -> None:
     """Set a service's desired replica count (kept across controller restarts)."""
     from skylift.client import ApiClient, ControllerUnreachable
 
-    loaded = load_or_exit(config)
+    loaded = load_or_exit(config, region=region, one_controller=True)
     if service not in loaded.config.services:
         raise fail(f"no service {service!r} in {config}; have: {', '.join(loaded.config.services)}")
     with ApiClient(loaded) as api:
@@ -415,11 +417,12 @@ def events(
         bool, typer.Option("--decisions", help="every autoscaling decision, holds included")
     ] = False,
     output: OutputOpt = Output.table,
+    region: RegionOpt = None,
 ) -> None:
     """List recent events (starts, health transitions, scaling, errors), newest last."""
     from skylift.client import ApiClient, ControllerUnreachable
 
-    loaded = load_or_exit(config)
+    loaded = load_or_exit(config, region=region, one_controller=True)
     kind = "decisions" if decisions else "events"
     params: dict[str, Any] = {"limit": limit}
     if service:
@@ -454,11 +457,12 @@ def explain(
     service: Annotated[str, typer.Argument(help="service name")],
     config: ConfigOpt = Path("skylift.yaml"),
     output: OutputOpt = Output.table,
+    region: RegionOpt = None,
 ) -> None:
     """Why a service has the replica count it has: inputs, each check, every clamp."""
     from skylift.client import ApiClient, ControllerUnreachable
 
-    loaded = load_or_exit(config)
+    loaded = load_or_exit(config, region=region, one_controller=True)
     if service not in loaded.config.services:
         raise fail(f"no service {service!r} in {config}; have: {', '.join(loaded.config.services)}")
     with ApiClient(loaded) as api:

@@ -8,6 +8,7 @@ region API over TLS. test_regions_edges.py runs the same with the edges.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from typing import Any
@@ -46,6 +47,9 @@ def test_up_all_status_down_one_up_again(regions: Regions) -> None:
     assert len(pids) == 3
     table = regions.cli("status").stdout
     assert "a " in table and "healthy" in table
+    # a one-controller command names its region: that region's API, token and store
+    events = json.loads(regions.cli("events", "--region", "c", "-o", "json").stdout)["events"]
+    assert any(e["kind"] == "controller_started" for e in events)
 
     # region c's API is TLS only, verified with its CA, and still needs the token
     c_api = f"127.0.0.1:{regions.base + 100}"

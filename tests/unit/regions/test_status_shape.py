@@ -101,3 +101,14 @@ def test_a_region_whose_database_was_promoted_away_is_not_healthy() -> None:
     entry = region_entry(zone="eu", edge="e", answer=SERVICES, superseded_by="eu-central")
     assert entry["healthy"] is False and entry["superseded_by"] == "eu-central"
     assert "promoted away to eu-central" in status_table({"eu-west": entry})
+
+
+def test_one_controller_commands_need_one_region_of_a_regions_file() -> None:
+    for args in (["events"], ["scale", "platform", "3"], ["explain", "platform"]):
+        result = CliRunner().invoke(app, [*args, "-c", str(EXAMPLE)])
+        assert result.exit_code == 2, (args, result.output)
+        assert "pass --region NAME" in result.output
+    wrong = CliRunner().invoke(app, ["events", "-c", str(EXAMPLE), "--region", "all"])
+    assert wrong.exit_code == 2
+    refused = CliRunner().invoke(app, ["apply", "-c", str(EXAMPLE)])
+    assert refused.exit_code == 2 and "does not change running regions" in refused.output

@@ -112,3 +112,15 @@ def test_one_controller_commands_need_one_region_of_a_regions_file() -> None:
     assert wrong.exit_code == 2
     refused = CliRunner().invoke(app, ["apply", "-c", str(EXAMPLE)])
     assert refused.exit_code == 2 and "does not change running regions" in refused.output
+
+
+def test_switchover_is_a_clear_not_yet_with_the_manual_steps() -> None:
+    result = CliRunner().invoke(app, ["region", "switchover", "eu-west", "-c", str(EXAMPLE)])
+    assert result.exit_code == 2
+    assert "not automated yet" in result.output and "pg_basebackup -R" in result.output
+    assert "eu-central" in result.output
+
+
+def test_promote_a_region_without_standby_says_so() -> None:
+    result = CliRunner().invoke(app, ["region", "promote", "us", "-c", str(EXAMPLE)])
+    assert result.exit_code == 1 and "has no in-zone standby" in result.output

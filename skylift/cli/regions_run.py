@@ -244,23 +244,36 @@ def down_regions(root: LoadedConfig, selector: str, timeout: float) -> int:
 
 
 def _down_one(root: LoadedConfig, name: str, timeout: float) -> str | None:
-    from skylift.client import ApiClient, ControllerUnreachable
+    """Stop one region: through its API, or (none answering) from its store; None = done."""
+    from skylift.client import ApiClient, ApiError, ControllerUnreachable
+    from skylift.store import ControllerLockError
 
     loaded = region_loaded(root, name)
+    try:
+        # a short first call: a cut-off host costs seconds, not the whole stop timeout
+        with ApiClient(loaded, timeout=STATUS_TIMEOUT) as probe:
+            probe.get("/livez")
+    except ControllerUnreachable:
+        from skylift.cli.app import _down_offline
+        from skylift.regions.daemon import stop_edge_offline
+
+        async def offline() -> None:
+            await stop_edge_offline(root, name)
+            await _down_offline(loaded)
+
+        try:
+            with _OFFLINE:
+                asyncio.run(offline())
+        except ControllerLockError as exc:
+            return f"error: {exc}"
+        return "stopped (no controller was running)"
+    except ApiError:
+        pass  # it answers: the shutdown call below says what is wrong
     with ApiClient(loaded, timeout=timeout) as api:
         try:
             api.post("/api/v1/shutdown", json={"stop_data_plane": True})
-        except ControllerUnreachable:
-            from skylift.cli.app import _down_offline
-            from skylift.regions.daemon import stop_edge_offline
-
-            async def offline() -> None:
-                await stop_edge_offline(root, name)
-                await _down_offline(loaded)
-
-            with _OFFLINE:
-                asyncio.run(offline())
-            return "stopped (no controller was running)"
+        except (ApiError, ControllerUnreachable) as exc:
+            return f"error: {exc}"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:

@@ -164,3 +164,48 @@ def test_an_unreachable_old_primary_fences_itself_when_it_returns(
     with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
         write(pair.primary.dsn(), "split brain")
     wait_for(own.exists, 5, "the record written back to the region's own state")
+
+
+def test_a_running_region_learns_its_promotion_and_fences_and_drains(
+    tmp_path: Path, pair: PrimaryReplica
+) -> None:
+    """A `region promote` run while this region was cut off: the running region's watch
+    finds the record in its zone's promoted database, fences its own and drains its pool."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from skylift.regions.daemon import RegionRuntime
+    from skylift.regions.database import Promotion, database_role, promote, record_promotion
+    from tests.polling import wait_for_async
+
+    path = write_config(tmp_path, pair)
+    loaded = load_config(path)
+    # what `region promote` left in the zone while eu-west's host was unreachable
+    assert promote(pair.replica.dsn())
+    record_promotion(pair.replica.dsn(), Promotion("eu-west", "eu-central", 1.0, False))
+    events: list[str] = []
+    controller = SimpleNamespace(
+        loops={"web": SimpleNamespace(desired=1)},
+        autoscalers={},
+        ceilings={},
+        writer=SimpleNamespace(set_desired=lambda service, n: None),
+        recorder=SimpleNamespace(event=lambda kind, message, **_: events.append(kind)),
+    )
+    runtime = RegionRuntime(loaded, "eu-west", with_edge=False)
+    runtime.state_dir.mkdir(parents=True)
+
+    async def scenario() -> None:
+        await runtime.start(controller)  # type: ignore[arg-type]
+        try:
+            await wait_for_async(
+                lambda: controller.loops["web"].desired == 0, 20, "eu-west drained"
+            )
+        finally:
+            await runtime.stop(down=False)
+
+    asyncio.run(scenario())
+    assert database_role(pair.primary.dsn()).read_only is True
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        write(pair.primary.dsn(), "split brain")
+    assert "region_superseded" in events
+    assert promoted_map(runtime.state_dir) == {"eu-west": "eu-central"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import httpx
@@ -22,13 +23,31 @@ class ApiError(RuntimeError):
         super().__init__(message)
 
 
+def api_base(loaded: LoadedConfig) -> str:
+    """``https://`` when the controller serves its API with TLS (a certificate in config)."""
+    api = loaded.config.api
+    return f"{'https' if api.tls_cert_file else 'http'}://{api.listen}"
+
+
+def api_verify(loaded: LoadedConfig) -> ssl.SSLContext | bool:
+    """Verify the controller's certificate against ``api.ca_file`` (else the system CAs)."""
+    api = loaded.config.api
+    if not api.tls_cert_file:
+        return True  # plain HTTP on loopback: nothing to verify
+    if api.ca_file:
+        return ssl.create_default_context(cafile=str(loaded.base_dir / api.ca_file))
+    return ssl.create_default_context()
+
+
 class ApiClient:
     """Thin httpx wrapper that adds the bearer token and turns errors into messages."""
 
     def __init__(self, loaded: LoadedConfig, timeout: float = 10.0) -> None:
-        self.base = f"http://{loaded.config.api.listen}"
+        self.base = api_base(loaded)
         self._state_dir = loaded.state_dir
-        self._client = httpx.Client(base_url=self.base, timeout=timeout, trust_env=False)
+        self._client = httpx.Client(
+            base_url=self.base, timeout=timeout, trust_env=False, verify=api_verify(loaded)
+        )
 
     def __enter__(self) -> ApiClient:
         return self

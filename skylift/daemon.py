@@ -13,8 +13,9 @@ import json
 import os
 import signal
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 import structlog
@@ -81,6 +82,20 @@ class _ApiServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+class Companion(Protocol):
+    """Something that runs beside one controller (a region's edge, its prewarm).
+
+    ``start`` runs once the controller has adopted what runs; it must not raise
+    for a trouble of its own (it retries in the background). ``stop`` runs when
+    the controller stops; ``down`` says whether `skylift down` asked for the
+    whole data plane to stop (else it keeps serving, as replicas and HAProxy do).
+    """
+
+    async def start(self, controller: Controller) -> None: ...
+
+    async def stop(self, *, down: bool) -> None: ...
 
 
 def wants_metrics(loaded: LoadedConfig) -> bool:
@@ -334,7 +349,9 @@ def longest_rule(config: SkyliftConfig) -> float:
     return max(spans)
 
 
-async def serve(loaded: LoadedConfig, *, standby: bool = False) -> int:
+async def serve(
+    loaded: LoadedConfig, *, standby: bool = False, companions: Sequence[Companion] = ()
+) -> int:
     """Run until stopped; returns the process exit code.
 
     ``standby``: wait for the controller lease instead of refusing when another
@@ -349,7 +366,9 @@ async def serve(loaded: LoadedConfig, *, standby: bool = False) -> int:
     try:
         if not await take_lease(lease, store.url, marker if standby else None):
             return 0
-        return await _serve_locked(loaded, store, state_dir.joinpath("controller.pid"), lease)
+        return await _serve_locked(
+            loaded, store, state_dir.joinpath("controller.pid"), lease, companions
+        )
     finally:
         await asyncio.to_thread(lease.release)
         marker.unlink(missing_ok=True)
@@ -450,8 +469,23 @@ async def _serve_api(server: uvicorn.Server, host: str, port: int) -> None:
         return
 
 
+def _tls_options(loaded: LoadedConfig) -> dict[str, str]:
+    """uvicorn's TLS options when the API has a certificate (paths relative to the config)."""
+    api = loaded.config.api
+    if api.tls_cert_file is None or api.tls_key_file is None:
+        return {}
+    return {
+        "ssl_certfile": str(loaded.base_dir / api.tls_cert_file),
+        "ssl_keyfile": str(loaded.base_dir / api.tls_key_file),
+    }
+
+
 async def _serve_locked(
-    loaded: LoadedConfig, store: Store, pid_file: os.PathLike[str], lease: Lease
+    loaded: LoadedConfig,
+    store: Store,
+    pid_file: os.PathLike[str],
+    lease: Lease,
+    companions: Sequence[Companion] = (),
 ) -> int:
     fence = Fence(lease)
     controller = build_controller(loaded, store, fence)
@@ -478,6 +512,7 @@ async def _serve_locked(
             log_level="warning",
             access_log=False,
             lifespan="off",
+            **_tls_options(loaded),  # type: ignore[arg-type]
         )
     )
     Path(pid_file).write_text(f"{os.getpid()}\n", encoding="ascii")  # noqa: ASYNC240
@@ -486,6 +521,7 @@ async def _serve_locked(
     )
     api_task = asyncio.create_task(_serve_api(server, host, port), name="api")
     cleanup = contextlib.AsyncExitStack()
+    started: list[Companion] = []
     try:
         balancer = unfenced_balancer(controller)
         if wants_metrics(loaded):
@@ -509,10 +545,16 @@ async def _serve_locked(
             f"controller pid {os.getpid()} managing {len(controller.loops)} service(s)",
             services=list(controller.loops),
         )
+        for companion in companions:
+            await companion.start(controller)
+        started.extend(companions)
         await controller.run(stop)
         if lost:
             return 1  # said by watch_lease; nothing more may be done, nor written
         if stop_data_plane:
+            for companion in started:  # the edge stops taking traffic before replicas go
+                await companion.stop(down=True)
+            started.clear()
             await controller.down()
             await asyncio.to_thread(lease.release, down=True)  # no standby restarts it all
         else:
@@ -521,6 +563,8 @@ async def _serve_locked(
                 "controller stopped; replicas and HAProxy keep serving (`skylift down` stops them)",
             )
     finally:
+        for companion in started:
+            await companion.stop(down=False)
         await cleanup.aclose()
         server.should_exit = True
         keeper.cancel()

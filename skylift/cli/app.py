@@ -26,13 +26,16 @@ from skylift.cli import forecast as cli_forecast
 from skylift.cli import geoip as cli_geoip
 from skylift.cli import load as cli_load
 from skylift.cli import platform as cli_platform
+from skylift.cli import region as cli_region
 from skylift.cli import replica as cli_replica
 from skylift.cli import sim as cli_sim
 from skylift.cli.common import (
     EXIT_CONFIG,
     EXIT_FAILURE,
     EXIT_OK,
+    EXIT_USAGE,
     Output,
+    RegionOpt,
     emit,
     fail,
     load_or_exit,
@@ -56,6 +59,12 @@ ConfigOpt = Annotated[
     typer.Option("--config", "-c", envvar="SKYLIFT_CONFIG", help="skylift.yaml to use"),
 ]
 OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table or json")]
+RegionsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--region", help="a region of a multi-region file, or 'all' (each its own controller)"
+    ),
+]
 
 
 def _print_version(value: bool) -> None:
@@ -129,9 +138,20 @@ def up(
             "API binds only then); with --detach, return once it waits",
         ),
     ] = False,
+    region: RegionsOpt = None,
 ) -> None:
-    """Start the controller: replicas, HAProxy and the local API."""
+    """Start the controller: replicas, HAProxy and the local API (per region: its edge too)."""
     loaded = load_or_exit(config)
+    if region is not None or loaded.config.edged_regions:
+        from skylift.cli import regions_run
+
+        if region is None:
+            raise fail(str(regions_run.needs_region(loaded)), EXIT_USAGE)
+        if standby:
+            raise fail("--standby is not supported with --region yet", EXIT_USAGE)
+        raise typer.Exit(
+            regions_run.up_regions(loaded, region, detach=detach, timeout=timeout, output=output)
+        )
     if not loaded.config.services:
         raise fail(
             f"{config} has no services: nothing for `up` to run (a regions-only config is "
@@ -265,11 +285,18 @@ def _standby_detached(loaded: LoadedConfig, timeout: float, output: Output) -> i
 def down(
     config: ConfigOpt = Path("skylift.yaml"),
     timeout: Annotated[float, typer.Option(help="seconds to wait for the stop")] = 120,
+    region: RegionsOpt = None,
 ) -> None:
-    """Stop the controller, drain and stop every replica, and stop HAProxy."""
+    """Stop the controller, drain and stop every replica, and stop HAProxy (and the edge)."""
     from skylift.client import ApiClient, ControllerUnreachable
 
     loaded = load_or_exit(config)
+    if region is not None or loaded.config.edged_regions:
+        from skylift.cli import regions_run
+
+        if region is None:
+            raise fail(str(regions_run.needs_region(loaded)), EXIT_USAGE)
+        raise typer.Exit(regions_run.down_regions(loaded, region, timeout))
     with ApiClient(loaded, timeout=timeout) as api:
         try:
             api.post("/api/v1/shutdown", json={"stop_data_plane": True})
@@ -314,10 +341,15 @@ async def _down_offline(loaded: LoadedConfig) -> None:
 
 @app.command()
 def status(config: ConfigOpt = Path("skylift.yaml"), output: OutputOpt = Output.table) -> None:
-    """Show each service's desired and ready replicas and every replica's state."""
+    """Show each service's desired and ready replicas and every replica's state (per region)."""
     from skylift.client import ApiClient, ControllerUnreachable
 
     loaded = load_or_exit(config)
+    if loaded.config.edged_regions:
+        from skylift.cli import regions_run
+
+        regions_run.status_regions(loaded, output)
+        return
     with ApiClient(loaded) as api:
         try:
             data = api.get("/api/v1/services")
@@ -360,11 +392,12 @@ def scale(
     replicas: Annotated[int, typer.Argument(min=0, max=1000, help="desired replicas")],
     config: ConfigOpt = Path("skylift.yaml"),
     output: OutputOpt = Output.table,
+    region: RegionOpt = None,
 ) -> None:
     """Set a service's desired replica count (kept across controller restarts)."""
     from skylift.client import ApiClient, ControllerUnreachable
 
-    loaded = load_or_exit(config)
+    loaded = load_or_exit(config, region=region, one_controller=True)
     if service not in loaded.config.services:
         raise fail(f"no service {service!r} in {config}; have: {', '.join(loaded.config.services)}")
     with ApiClient(loaded) as api:
@@ -385,11 +418,12 @@ def events(
         bool, typer.Option("--decisions", help="every autoscaling decision, holds included")
     ] = False,
     output: OutputOpt = Output.table,
+    region: RegionOpt = None,
 ) -> None:
     """List recent events (starts, health transitions, scaling, errors), newest last."""
     from skylift.client import ApiClient, ControllerUnreachable
 
-    loaded = load_or_exit(config)
+    loaded = load_or_exit(config, region=region, one_controller=True)
     kind = "decisions" if decisions else "events"
     params: dict[str, Any] = {"limit": limit}
     if service:
@@ -424,11 +458,12 @@ def explain(
     service: Annotated[str, typer.Argument(help="service name")],
     config: ConfigOpt = Path("skylift.yaml"),
     output: OutputOpt = Output.table,
+    region: RegionOpt = None,
 ) -> None:
     """Why a service has the replica count it has: inputs, each check, every clamp."""
     from skylift.client import ApiClient, ControllerUnreachable
 
-    loaded = load_or_exit(config)
+    loaded = load_or_exit(config, region=region, one_controller=True)
     if service not in loaded.config.services:
         raise fail(f"no service {service!r} in {config}; have: {', '.join(loaded.config.services)}")
     with ApiClient(loaded) as api:
@@ -492,6 +527,7 @@ cli_replica.register(app)
 cli_autoscale.register(app)
 cli_apply.register(app)
 cli_geoip.register(app)
+cli_region.register(app)
 
 
 def main() -> None:

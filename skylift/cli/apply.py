@@ -15,7 +15,15 @@ from typing import Annotated, Any
 
 import typer
 
-from skylift.cli.common import EXIT_CONFIG, EXIT_FAILURE, Output, emit, fail, load_or_exit
+from skylift.cli.common import (
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    Output,
+    emit,
+    fail,
+    load_or_exit,
+)
 
 ConfigOpt = Annotated[
     Path, typer.Option("--config", "-c", envvar="SKYLIFT_CONFIG", help="skylift.yaml to apply")
@@ -37,6 +45,13 @@ def apply(
     from skylift.client import ApiClient, ApiError, ControllerUnreachable
 
     loaded = load_or_exit(config)  # invalid: every error listed, exit 3
+    if loaded.config.edged_regions:
+        raise fail(
+            f"{config} defines regions: `apply` does not change running regions yet (each "
+            "region's controller would read the whole file as its own); restart the region "
+            "with `skylift down/up --region NAME`",
+            EXIT_USAGE,
+        )
     with ApiClient(loaded, timeout=timeout) as api:
         try:
             data = api.apply(str(loaded.path), dry_run=diff)

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from skylift.cli.common import Output, emit, fail, load_or_exit
+from skylift.cli.common import Output, RegionOpt, emit, fail, load_or_exit
 
 autoscale_app = typer.Typer(
     help="Pause or resume a service's autoscaling (kept across restarts).", no_args_is_help=True
@@ -25,10 +25,12 @@ ConfigOpt = Annotated[
 OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table or json")]
 
 
-def _set(service: str, paused: bool, config: Path, output: Output) -> None:
+def _set(
+    service: str, paused: bool, config: Path, output: Output, region: str | None = None
+) -> None:
     from skylift.client import ApiClient, ControllerUnreachable
 
-    loaded = load_or_exit(config)
+    loaded = load_or_exit(config, region=region, one_controller=True)
     if service not in loaded.config.services:
         raise fail(f"no service {service!r} in {config}; have: {', '.join(loaded.config.services)}")
     with ApiClient(loaded) as api:
@@ -46,18 +48,24 @@ def _set(service: str, paused: bool, config: Path, output: Output) -> None:
 
 @autoscale_app.command("pause")
 def pause(
-    service: ServiceArg, config: ConfigOpt = Path("skylift.yaml"), output: OutputOpt = Output.table
+    service: ServiceArg,
+    config: ConfigOpt = Path("skylift.yaml"),
+    output: OutputOpt = Output.table,
+    region: RegionOpt = None,
 ) -> None:
     """Hold the service's current count; decisions resume with `autoscale resume`."""
-    _set(service, True, config, output)
+    _set(service, True, config, output, region)
 
 
 @autoscale_app.command("resume")
 def resume(
-    service: ServiceArg, config: ConfigOpt = Path("skylift.yaml"), output: OutputOpt = Output.table
+    service: ServiceArg,
+    config: ConfigOpt = Path("skylift.yaml"),
+    output: OutputOpt = Output.table,
+    region: RegionOpt = None,
 ) -> None:
     """Let the autoscaler decide again, starting from the current count."""
-    _set(service, False, config, output)
+    _set(service, False, config, output, region)
 
 
 def register(app: typer.Typer) -> None:

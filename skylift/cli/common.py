@@ -10,13 +10,19 @@ from __future__ import annotations
 import enum
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
 from skylift.config import ConfigError, LoadedConfig, load_config
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
+
+
+RegionOpt = Annotated[
+    str | None,
+    typer.Option("--region", help="the region (of a multi-region file) whose controller to ask"),
+]
 
 
 class Output(enum.StrEnum):
@@ -30,13 +36,35 @@ def fail(message: str, code: int = EXIT_FAILURE) -> typer.Exit:
     return typer.Exit(code)
 
 
-def load_or_exit(path: Path) -> LoadedConfig:
-    """The config, or every error with its path and hint on stderr and exit 3."""
+def load_or_exit(
+    path: Path, *, region: str | None = None, one_controller: bool = False
+) -> LoadedConfig:
+    """The config, or every error with its path and hint on stderr and exit 3.
+
+    ``one_controller``: the command talks to one controller; a multi-region file
+    then needs ``--region NAME`` and gives that region's own config (its API,
+    token and store).
+    """
     try:
-        return load_config(path)
+        loaded = load_config(path)
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(EXIT_CONFIG) from None
+    if not one_controller:
+        return loaded
+    regions = list(loaded.config.edged_regions)
+    if not regions:
+        if region is not None:
+            raise fail(f"--region: {path} defines no region with an edge", EXIT_USAGE)
+        return loaded
+    if region is None or region not in regions:
+        raise fail(
+            f"{path} defines regions ({', '.join(regions)}): pass --region NAME (one of them)",
+            EXIT_USAGE,
+        )
+    from skylift.regions.config import region_config
+
+    return LoadedConfig(config=region_config(loaded.config, region), path=loaded.path)
 
 
 def emit(data: Any, output: Output, table: str) -> None:

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from skylift.cli.common import Output, fail, load_or_exit
+from skylift.cli.common import Output, RegionOpt, fail, load_or_exit
 
 replica_app = typer.Typer(
     help="Act on one replica: hold it out of rotation (MAINT) or release it.",
@@ -34,10 +34,12 @@ ServiceArg = Annotated[str, typer.Argument(help="service name")]
 ReplicaArg = Annotated[str, typer.Argument(help="replica id (see `skylift status`)")]
 
 
-def _act(verb: str, service: str, replica: str, config: Path) -> dict[str, Any]:
+def _act(
+    verb: str, service: str, replica: str, config: Path, region: str | None = None
+) -> dict[str, Any]:
     from skylift.client import ApiClient, ControllerUnreachable
 
-    loaded = load_or_exit(config)
+    loaded = load_or_exit(config, region=region, one_controller=True)
     if service not in loaded.config.services:
         raise fail(f"no service named {service!r} in {config}")
     with ApiClient(loaded) as api:
@@ -58,9 +60,10 @@ def hold(
     replica: ReplicaArg,
     config: ConfigOpt = Path("skylift.yaml"),
     output: OutputOpt = Output.table,
+    region: RegionOpt = None,
 ) -> None:
     """Take a replica out of rotation (MAINT) until released; a replacement keeps capacity."""
-    data = _act("hold", service, replica, config)
+    data = _act("hold", service, replica, config, region)
     _emit(data, output, f"{service}: {replica} held (MAINT); `skylift replica release` undoes it")
 
 
@@ -70,9 +73,10 @@ def release(
     replica: ReplicaArg,
     config: ConfigOpt = Path("skylift.yaml"),
     output: OutputOpt = Output.table,
+    region: RegionOpt = None,
 ) -> None:
     """Put a held replica back in rotation."""
-    data = _act("release", service, replica, config)
+    data = _act("release", service, replica, config, region)
     _emit(data, output, f"{service}: {replica} released, back in rotation")
 
 

@@ -331,7 +331,7 @@ def _frontend(spec: EdgeSpec) -> list[str]:
         lines.append(
             "    http-request set-var(txn.jwt_ok) "
             f'http_auth_bearer,jwt_verify("ES256","{p(key_file(kid))}") '
-            f"if has_token {{ var(txn.kid) -m str {kid} }} {{ var(txn.alg) -m str ES256 }}"
+            f"if has_token {{ var(txn.kid) -m str -- {kid} }} {{ var(txn.alg) -m str ES256 }}"
         )
     lines += [
         "    acl sig_ok var(txn.jwt_ok) -m int 1",

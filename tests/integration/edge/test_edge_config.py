@@ -30,7 +30,10 @@ def test_haproxy_accepts_the_rendered_edge(tmp_path: Path, variant: str) -> None
         peers={"us": "127.0.0.1:9", "eu-central": "127.0.0.1:9", "asia": "127.0.0.1:9"},
         trusted_peers=frozenset({"127.0.0.1", "10.0.0.0/8"}),
         state_dir=tmp_path / "edge",
-        token_keys={"k1": spki(ec.generate_private_key(ec.SECP256R1()))},
+        token_keys={
+            "k1": spki(ec.generate_private_key(ec.SECP256R1())),
+            "-k2": spki(ec.generate_private_key(ec.SECP256R1())),  # a thumbprint may start with -
+        },
         extra_countries={"10.0.0.0/8": "DE"},
     )
     if variant == "geo_with_geoip_and_metrics":

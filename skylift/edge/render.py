@@ -34,6 +34,7 @@ from skylift.lb.render import (
     TIMEOUT_HTTP_KEEP_ALIVE,
     TIMEOUT_HTTP_REQUEST,
     haproxy_time,
+    socket_dir,
 )
 from skylift.regions.rules import ROUTES, RequestFacts, decide, failover_chain
 
@@ -242,7 +243,8 @@ def _global(spec: EdgeSpec) -> list[str]:
         "    master-worker",
         f"    pidfile {d}/haproxy.pid",
         # mode 600 in a 0700 dir: the admin socket changes maps; never on a network port.
-        f"    stats socket {d}/haproxy.sock mode 600 level admin expose-fd listeners",
+        f"    stats socket {socket_dir(str(d))}/haproxy.sock mode 600 level admin "
+        "expose-fd listeners",
         "    stats timeout 30s",
         f"    server-state-file {d}/server-state",
         "    maxconn 4096",

@@ -14,6 +14,7 @@ import contextlib
 import os
 import shutil
 import signal
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from skylift.lb.errors import (
     ReloadError,
     RuntimeAPIError,
 )
+from skylift.lb.render import socket_dir
 from skylift.lb.runtime import send_command
 
 log = structlog.get_logger(__name__)
@@ -49,12 +51,17 @@ class StatePaths:
         return self.root / "haproxy.pid"
 
     @property
+    def sockets(self) -> Path:
+        """The state dir, or a short private dir when socket paths in it would be too long."""
+        return Path(socket_dir(str(self.root)))
+
+    @property
     def stats_socket(self) -> Path:
-        return self.root / "haproxy.sock"
+        return self.sockets / "haproxy.sock"
 
     @property
     def master_socket(self) -> Path:
-        return self.root / "master.sock"
+        return self.sockets / "master.sock"
 
     @property
     def server_state(self) -> Path:
@@ -149,6 +156,17 @@ class HAProxyProcess:
         """Create the state dir 0700 (sockets in it give admin rights over HAProxy)."""
         self.paths.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.paths.root, 0o700)
+        sockets = self.paths.sockets
+        if sockets != self.paths.root:  # a short dir in a shared /tmp: must be ours alone
+            with contextlib.suppress(FileExistsError):
+                sockets.mkdir(mode=0o700)
+            info = os.lstat(sockets)
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+                raise HAProxyStartError(
+                    f"{sockets} (HAProxy's socket dir for the deep state dir {self.paths.root}) "
+                    "is not a directory of ours: remove it, or use a shorter state_dir"
+                )
+            os.chmod(sockets, 0o700)
 
     async def _run(self, *args: str) -> tuple[int, str]:
         proc = await asyncio.create_subprocess_exec(
@@ -360,3 +378,6 @@ class HAProxyProcess:
     def _cleanup(self) -> None:
         for path in (self.paths.pidfile, self.paths.master_socket, self.paths.stats_socket):
             path.unlink(missing_ok=True)
+        if self.paths.sockets != self.paths.root:
+            with contextlib.suppress(OSError):
+                self.paths.sockets.rmdir()  # the short socket dir, once empty

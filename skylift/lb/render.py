@@ -34,6 +34,25 @@ TIMEOUT_HTTP_REQUEST = 10.0
 TIMEOUT_HTTP_KEEP_ALIVE = 10.0
 TIMEOUT_QUEUE = 10.0
 
+#: HAProxy refuses a UNIX socket path longer than this (``sun_path`` less the
+#: temporary suffix it binds under first).
+SOCKET_PATH_MAX = 97
+#: Parent of the short socket directories used when a state dir is too deep.
+SHORT_SOCKET_PARENT = "/tmp"  # noqa: S108 (created 0700 and checked to be ours)
+
+
+def socket_dir(state_dir: str) -> str:
+    """Where HAProxy's admin sockets live: the state dir, unless that makes their path too long.
+
+    Then a short private directory named after the state dir (``/tmp/skylift-<hash>``),
+    which :class:`skylift.lb.process.HAProxyProcess` creates 0700 and checks is ours.
+    """
+    if len(state_dir) + len("/haproxy.sock") <= SOCKET_PATH_MAX:
+        return state_dir
+    digest = hashlib.sha256(state_dir.encode()).hexdigest()[:16]
+    return f"{SHORT_SOCKET_PARENT}/skylift-{digest}"
+
+
 # HAProxy accepts letters, digits, '-', '_', '.', ':' in proxy and server names.
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _ADDR_RE = re.compile(r"^\S+:\d{1,5}$")
@@ -198,7 +217,7 @@ def _global(spec: HAProxySpec) -> list[str]:
         "    master-worker",
         f"    pidfile {d}/haproxy.pid",
         # mode 600: the admin socket can add servers and read traffic stats.
-        f"    stats socket {d}/haproxy.sock mode 600 level admin expose-fd listeners",
+        f"    stats socket {socket_dir(d)}/haproxy.sock mode 600 level admin expose-fd listeners",
         "    stats timeout 30s",
         # Runtime state (maint/drain, health, weights) is dumped here before a
         # reload and loaded back by the new worker.

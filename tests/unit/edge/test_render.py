@@ -107,7 +107,7 @@ def test_maps_and_keys() -> None:
 def test_token_is_es256_pinned_per_kid_with_exp_and_iss() -> None:
     config = render_edge(spec()).config
     assert 'jwt_verify("ES256","/var/lib/skylift/edge/keys/kidA.pem")' in config
-    assert "{ var(txn.kid) -m str kidA }" in config
+    assert "{ var(txn.kid) -m str -- kidA }" in config
     assert "sub(txn.now) gt 0" in config  # exp compared with date()
     assert "skylift-platform/eu-west" in config
     assert re.search(r"return status 401 .* if !pt has_token !token_ok", config)

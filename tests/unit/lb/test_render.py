@@ -147,3 +147,16 @@ def test_golden_files_pass_haproxy_check(name: str, tmp_path: Path) -> None:
         ["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True, check=False
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_sockets_of_a_deep_state_dir_go_to_a_short_private_dir() -> None:
+    from skylift.lb.render import SOCKET_PATH_MAX, socket_dir
+
+    shallow = "/var/lib/skylift/web"
+    assert socket_dir(shallow) == shallow
+    deep = "/tmp/pytest-of-root/pytest-338/popen-gw0/" + "x" * 60 + "/state/a/edge"
+    short = socket_dir(deep)
+    assert len(short + "/haproxy.sock") <= SOCKET_PATH_MAX
+    assert short == socket_dir(deep) != socket_dir(deep + "2")  # stable, one per state dir
+    text = render_config(replace(CASES["minimal"], state_dir=deep))
+    assert f"stats socket {short}/haproxy.sock" in text

@@ -143,8 +143,7 @@ def client(source: str | None = None, timeout: float = 5.0) -> httpx.Client:
     return httpx.Client(transport=transport, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def start_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root = tmp_path_factory.mktemp("edges")
     key = ec.generate_private_key(ec.SECP256R1())
     edge_ports = {r: free_port() for r in REGIONS}

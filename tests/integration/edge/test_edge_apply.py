@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 import jwt
-from conftest import World, client, spki, with_spec
 from cryptography.hazmat.primitives.asymmetric import ec
+from edge_world import World, client, spki, with_spec
 
 from skylift.edge.geoip import build_map, parse_extra
 from skylift.edge.latency import LatencyProber

@@ -7,8 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import TOPOLOGY, spki
 from cryptography.hazmat.primitives.asymmetric import ec
+from edge_world import TOPOLOGY, spki
 
 from skylift.edge.render import render_edge
 from skylift.edge.spec import EdgeSpec

@@ -7,7 +7,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx
-from conftest import CHECK, REGIONS, World, client
+from edge_world import CHECK, REGIONS, World, client
 
 from tests.polling import wait_for
 

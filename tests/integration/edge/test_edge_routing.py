@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import STRANGER, World, client
+from edge_world import STRANGER, World, client
 
 
 def test_token_route_across_edges(world: World) -> None:

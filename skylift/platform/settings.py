@@ -14,6 +14,14 @@ from pathlib import Path
 from skylift.platform.topology import Regions, TopologyError, load_topology
 
 PREFIX = "SKYLIFT_PLATFORM_"
+#: A region's controller gives every replica where the region's data lives; the
+#: platform's own variables win, these fill in what they leave unset.
+REGION_FALLBACKS = {
+    "REGION": "SKYLIFT_REGION",
+    "DATABASE_URL": "SKYLIFT_REGION_DATABASE_URL",
+    "REDIS_URL": "SKYLIFT_REGION_REDIS_URL",
+    "STANDBY_DATABASE_URL": "SKYLIFT_REGION_STANDBY_DATABASE_URL",
+}
 
 
 class SettingsError(ValueError):
@@ -96,6 +104,8 @@ class PlatformSettings:
             value = env.get(PREFIX + name)
             if value is None and (path := env.get(PREFIX + name + "_FILE")):
                 value = Path(path).read_text(encoding="utf-8").strip()
+            if value in (None, "") and name in REGION_FALLBACKS:
+                value = env.get(REGION_FALLBACKS[name])  # what `skylift up --region` sets
             return value if value not in (None, "") else default
 
         def need(name: str) -> str:

@@ -23,12 +23,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import structlog
 
 from skylift.config import LoadedConfig, SkyliftConfig
 from skylift.controller.core import Controller
 from skylift.controller.pause import manual_clamp
 from skylift.daemon import serve
+from skylift.edge.keys import JWKS_PATH, fetch_all, merge
+from skylift.edge.latency import LatencyProber
+from skylift.edge.runner import Edge
 from skylift.lb.errors import HAProxyError
 from skylift.regions.config import edge_service, edge_spec, region_config, topology_of
 from skylift.regions.database import DatabaseError
@@ -204,10 +208,6 @@ class RegionRuntime:
         return {str(r): dict(k) for r, k in data.items()} if isinstance(data, dict) else {}
 
     def _merged_keys(self) -> dict[str, str]:
-        try:
-            from skylift.edge.keys import merge  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:
-            return {kid: pem for keys in self.keys.values() for kid, pem in keys.items()}
         return dict(merge(self.keys))
 
     async def start(self, controller: Controller) -> None:
@@ -217,12 +217,6 @@ class RegionRuntime:
             return
         factory = self.edge_factory
         if factory is None:
-            try:
-                from skylift.edge.runner import Edge  # type: ignore[import-not-found,unused-ignore]
-            except ImportError as exc:
-                log.warning("edge_unavailable", region=self.name, error=str(exc))
-                write_edge_state(self.state_dir, "disabled", reason=f"edge runner missing: {exc}")
-                return
             binary = self.root.config.haproxy.binary
 
             def factory(spec: EdgeSpec) -> Any:
@@ -308,14 +302,6 @@ class RegionRuntime:
         peer's for a peer) with the region as selector; an answer served by another
         region (a failover) never replaces that region's keys (``fetch_all``).
         """
-        try:
-            from skylift.edge.keys import (  # type: ignore[import-not-found,unused-ignore]
-                JWKS_PATH,
-                fetch_all,
-            )
-        except ImportError:
-            return
-        import httpx
 
         await self.edge_started.wait()
         spec = self.spec()
@@ -351,10 +337,6 @@ class RegionRuntime:
 
     async def _probe_latency(self) -> None:
         """``latency`` mode: keep the edge's nearest-region choice measured."""
-        try:
-            from skylift.edge.latency import LatencyProber  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:
-            return
         await self.edge_started.wait()
         await LatencyProber(self.edge, self.spec()).run()
 
@@ -390,10 +372,6 @@ class RegionRuntime:
 async def stop_edge_offline(root: LoadedConfig, name: str) -> bool:
     """`down --region` with no controller running: stop the edge it left (True if any)."""
     if not edge_enabled():
-        return False
-    try:
-        from skylift.edge.runner import Edge  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
         return False
     loaded = region_loaded(root, name)
     if not read_edge_state(loaded.state_dir):

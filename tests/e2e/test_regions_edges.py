@@ -19,7 +19,6 @@ import pytest
 from tests.e2e.harness import wait_for
 from tests.e2e.regions_harness import Regions, running_regions
 
-pytest.importorskip("skylift.edge.runner")
 if shutil.which("haproxy") is None:
     pytest.skip("haproxy is not installed", allow_module_level=True)
 

@@ -20,6 +20,8 @@ if [ "${SKYLIFT_SETUP_DEV:-0}" = 1 ]; then
   # port with their own config; the package's service (:9090, on systemd hosts) is not used.
   # No recommends: they would add (and start) prometheus-node-exporter.
   command -v prometheus >/dev/null 2>&1 || need_bare+=(prometheus)
+  # the regions' tests run each region as a host of its own: a network namespace (ip netns)
+  command -v ip >/dev/null 2>&1 || need+=(iproute2)
 fi
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ $((${#need[@]} + ${#need_bare[@]})) -gt 0 ]; then

@@ -64,7 +64,9 @@ async def test_cpu_and_memory_of_a_busy_tree(busy_tree: subprocess.Popen[bytes])
     )
     source = ProcessStatsSource(lambda s: [replica], {"web": Resources(cpu="500m", memory="128Mi")})
     first = await source.sample("web", time.monotonic())
-    assert 0.5 <= first["memory"] <= 1.0  # 64 MiB blob + interpreters, of 128 Mi
+    # 64 MiB blob + interpreters, of 128 Mi; a child caught between fork and exec still
+    # maps the leader's blob, and RSS counts those shared pages twice (up to ~1.2)
+    assert 0.5 <= first["memory"] <= 1.3
     await asyncio.sleep(3.0)  # the measured interval, not a synchronisation
     second = await source.sample("web", time.monotonic())
     # One core busy (less process start-up) against a 0.5-core request: about 2.0

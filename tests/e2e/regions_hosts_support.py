@@ -262,8 +262,8 @@ class World:
                               json_body=body)  # fmt: skip
         home = result.body.get("home_region", "") if isinstance(result.body, dict) else ""
         user = User(email, home, fallback)
-        if result.status == 201:
-            self.login(user, edge, country=country)
+        if result.status == 201:  # the directory reaches other regions asynchronously
+            wait_for(lambda: self.login(user, edge, country=country).status == 200, 15, "login")
         return user, result
 
     def login(self, user: User, edge: str, *, country: str | None = None) -> Outcome:

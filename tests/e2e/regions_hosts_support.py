@@ -13,6 +13,13 @@ Clients are httpx clients in the root namespace, optionally bound to an extra
 source address that ``edge.extra_countries`` maps to a country (FR, DE, US,
 JP): the edges see those addresses as the client's.
 
+Every request uses a connection of its own (``Connection: close``). Seen with kept-alive
+client connections instead: when a region is killed, the edge closes the client's idle
+connection with the dead server connection (httpx: "Server disconnected without
+sending a response" on the next request, an ordinary keep-alive close race that
+clients retry); when a region's link is cut, a request on the client's kept-alive
+connection waits for the edge's ``timeout server`` (30 s) instead of failing over.
+
 The world is built once per test module (its own hosts and services, not the
 session's: a promotion is one-way and would leave the session's standby
 promoted for later tests).
@@ -233,7 +240,10 @@ class World:
     ) -> Outcome:
         """One request through ``region``'s edge; transport failures become an
         :class:`Outcome` with ``error`` set (the tests assert there are none)."""
-        hdrs = dict(headers or {})
+        # a connection per request: on a kept-alive client connection, a region killed
+        # or cut under it shows as a keep-alive close race (kill) or a wait for the
+        # edge's `timeout server` (cut); see the module docstring
+        hdrs = {"Connection": "close", **(headers or {})}
         if cookies:
             hdrs["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
         try:
@@ -263,7 +273,16 @@ class World:
         home = result.body.get("home_region", "") if isinstance(result.body, dict) else ""
         user = User(email, home, fallback)
         if result.status == 201:  # the directory reaches other regions asynchronously
-            wait_for(lambda: self.login(user, edge, country=country).status == 200, 15, "login")
+            last: list[Outcome] = []
+
+            def logged_in() -> bool:
+                last[:] = [self.login(user, edge, country=country)]
+                return last[0].status == 200
+
+            try:  # every 0.5 s: the platform limits logins per client
+                wait_for(logged_in, 15, f"login of {email} via {edge}", every=0.5)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}: {last}") from None
         return user, result
 
     def login(self, user: User, edge: str, *, country: str | None = None) -> Outcome:

@@ -323,6 +323,14 @@ class World:
                 ]
         return found
 
+    def standby_display_name(self, email: str) -> str | None:
+        """``display_name`` of ``email`` on eu-west's standby (what a failover reads)."""
+        with psycopg.connect(self.standby_dsn, connect_timeout=3) as conn:
+            row = conn.execute(
+                "SELECT display_name FROM users WHERE email = %s", (email,)
+            ).fetchone()
+        return None if row is None else row[0]
+
     def close_clients(self) -> None:
         for client in self._clients.values():
             client.close()

@@ -252,18 +252,30 @@ def test_random_outage_sequences_keep_residency(
     crowd = people.all()
     seen: dict[str, int] = {}
     log: list[str] = []
+    kills = 0
+
+    def recover(region: str) -> str:
+        if world.hosts.is_cut(region):
+            world.restore(region)
+            return f"restore {region}"
+        world.up(region)  # killed: `skylift up --region` brings it back, others untouched
+        return f"up {region}"
+
     for sequence in range(3):
         for step in range(3):
-            cut = sorted(r for r in REGIONS if world.hosts.is_cut(r))
-            if cut and (rng.random() < 0.4 or len(cut) >= 2):
-                region = rng.choice(cut)
-                world.restore(region)
-                action = f"restore {region}"
+            down = sorted(world.down_regions)
+            if down and (rng.random() < 0.4 or len(down) >= 2):
+                action = recover(rng.choice(down))
             else:
-                region = rng.choice([r for r in REGIONS if r not in cut])
-                world.cut(region)
-                action = f"cut {region}"
-            up = {r for r in REGIONS if not world.hosts.is_cut(r)}
+                region = rng.choice([r for r in REGIONS if r not in down])
+                if kills < 2 and rng.random() < 0.3:  # a kill costs an `up` (~10 s) later
+                    kills += 1
+                    world.kill(region)
+                    action = f"kill {region}"
+                else:
+                    world.cut(region)
+                    action = f"cut {region}"
+            up = set(REGIONS) - world.down_regions
             asks = [Ask(u, rng.choice(["token", "selector", "country"])) for u in crowd]
             # at once (the edges may not have noticed yet): invariants only
             for ask in asks:
@@ -279,12 +291,15 @@ def test_random_outage_sequences_keep_residency(
                     return settled(a, got, topology, now)
 
                 wait_for(converged, 8, f"seq {sequence} step {step} ({action}): {ask} via {edge}")
+            # no row of any user outside their zone, in every database reachable now
+            for user in crowd:
+                for where, homes in world.rows(user.email).items():
+                    if homes:
+                        assert zone_of(where.split("@")[0]) == user.zone, (user, where, action)
             log.append(f"{sequence}.{step} {action}")
-        for region in REGIONS:
-            if world.hosts.is_cut(region):
-                world.restore(region)
-    # no row of any user outside their zone, in any region's database
-    for user in crowd:
+        for region in sorted(world.down_regions):
+            log.append(f"{sequence}.end {recover(region)}")
+    for user in crowd:  # every database again, the cut ones included
         for where, homes in world.rows(user.email).items():
             if homes:
                 assert zone_of(where.split("@")[0]) == user.zone, (user, where)

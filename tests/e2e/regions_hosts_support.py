@@ -331,6 +331,17 @@ class World:
             ).fetchone()
         return None if row is None else row[0]
 
+    def served_outside_home(self, region: str, home: str, access: str) -> int:
+        """Audit records in ``region``'s own log of requests served for ``home``'s users
+        outside their home (metadata only), with this ``access`` (e.g. ``read_only``)."""
+        with psycopg.connect(self.dsns[region], connect_timeout=3) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM audit_log WHERE event = 'served_outside_home' "
+                "AND data->>'home_region' = %s AND data->>'access' = %s",
+                (home, access),
+            ).fetchone()
+        return 0 if row is None else int(row[0])
+
     def close_clients(self) -> None:
         for client in self._clients.values():
             client.close()

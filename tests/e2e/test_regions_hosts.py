@@ -328,6 +328,7 @@ def test_eu_west_killed_fails_over_to_the_standby_then_promote(
     assert (wrote.status, wrote.region) == (200, "eu-west"), wrote
     # the standby caught up (it may have been cut off by the random sequences)
     wait_for(lambda: world.standby_display_name(ada.email) == "pre", 20, "standby caught up")
+    audited = world.served_outside_home("eu-central", "eu-west", "read_only")
     results: list[Outcome] = []
     stop = threading.Event()
     poller = threading.Thread(target=poll_me, args=(world, ada, "us", stop, results))
@@ -360,6 +361,9 @@ def test_eu_west_killed_fails_over_to_the_standby_then_promote(
     for r in after:
         assert (r.status, r.region, r.route) == (200, "eu-central", "failover"), describe(after)
         assert r.body["home_region"] == "eu-west" and r.body["display_name"] == "pre"
+
+    # read from the standby: eu-central logged each such read in its own audit log
+    assert world.served_outside_home("eu-central", "eu-west", "read_only") >= audited + len(after)
 
     # writes wait for the promotion (503 + Retry-After), then succeed
     write = world.request("PATCH", "us", "/me", headers=ada.auth(), json_body={"display_name": "x"})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import structlog
 import uvicorn
 
@@ -32,13 +34,25 @@ def serve(settings: PlatformSettings, host: str, port: int) -> None:
         kid=key.kid,
         read_replica=settings.read_database_url is not None,
     )
-    config = uvicorn.Config(
-        create_app(None, settings),
+    uvicorn.Server(server_config(create_app(None, settings), host, port)).run()
+
+
+def server_config(app: Any, host: str, port: int) -> uvicorn.Config:
+    """uvicorn's settings for one replica.
+
+    ``proxy_headers=False``: the platform reads ``X-Forwarded-For`` itself, against its
+    own ``trusted_proxies`` (:func:`skylift.platform.requests.client_address`). uvicorn's
+    default (on, trusting 127.0.0.1) replaced ``request.client`` with the forwarded
+    client's address behind the service HAProxy on loopback, so the platform never
+    saw its trusted proxy and ignored every ``X-Skylift-*`` header the edge set.
+    """
+    return uvicorn.Config(
+        app,
         host=host,
         port=port,
         log_level="warning",
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=10,
+        proxy_headers=False,
     )
-    uvicorn.Server(config).run()

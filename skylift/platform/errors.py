@@ -91,6 +91,35 @@ class Misdirected(PlatformError):
         )
 
 
+class NoCopyHere(PlatformError):
+    """The documented 503 of the edge: the home is failed over to a region with no copy.
+
+    Same body as the edge's own 503 (``region_unavailable``), so a client sees one
+    answer for "your region is down and nothing in your jurisdiction can serve
+    you", whether the edge or the platform noticed it.
+    """
+
+    status = 503
+
+    def __init__(self, home_region: str, zone: str, region: str, retry_after: int) -> None:
+        super().__init__(
+            f"home region {home_region} is down and {region} holds no copy of its users' data"
+        )
+        self.home_region, self.zone, self.retry_after = home_region, zone, retry_after
+
+    def response(self) -> Response:
+        return JSONResponse(
+            {
+                "error": "region_unavailable",
+                "home_region": self.home_region,
+                "zone": self.zone,
+                "reason": self.message,
+            },
+            status_code=503,
+            headers={"Retry-After": str(self.retry_after)},
+        )
+
+
 class ReadOnly(PlatformError):
     """503 + Retry-After: a failed-over user's data is served from a standby not yet promoted."""
 

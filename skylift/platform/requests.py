@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from skylift.platform.errors import BadRequest, Misdirected, ReadOnly, Unavailable
+from skylift.platform.errors import BadRequest, Misdirected, NoCopyHere, ReadOnly, Unavailable
 from skylift.platform.metrics import PlatformMetrics
 from skylift.platform.runtime import Platform
 from skylift.platform.tokens import AccessClaims, bearer, unverified_kid, verify_access
@@ -135,7 +135,8 @@ async def user_store(
     Home here: the region's own database. Holding ``home``'s in-zone standby while
     the edge says the request is failed over: the standby (reads only, until
     promoted: then writes too), and a ``served_outside_home`` audit record in this
-    region's log. Anything else: 421 naming the home region.
+    region's log. Failed over to a region with no copy: the edge's documented 503.
+    Anything else: 421 naming the home region.
     """
     p = platform(request)
     regional = p.regional
@@ -150,6 +151,10 @@ async def user_store(
         home_failed_over=route == "failover",
         promoted=promoted,
     )
+    if verdict == "misdirected" and route == "failover" and home in regional.topology:
+        # the edge failed the user over here, but nothing here may serve them
+        zone = regional.topology.zone_of(home)
+        raise NoCopyHere(home, zone, regional.region, p.settings.retry_after)
     if verdict == "misdirected":
         raise Misdirected(home, regional.region)
     if home == regional.region:

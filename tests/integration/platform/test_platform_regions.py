@@ -289,6 +289,17 @@ def test_failover_reads_from_the_standby_and_writes_after_promotion(regions: Reg
     wait_for(lambda: _users_with(regions.standby_dsn, email), 30, "the user on the standby")
 
     failover = {"X-Skylift-Route": "failover", "X-Skylift-Home": "eu-west"}
+    with regions["us"].edge(**failover) as http:
+        # failed over to a region with no copy (an opt-in fallback before the cross-region
+        # copy exists): the edge's documented 503, never served, never a bare 421
+        me = http.get("/me", headers=auth)
+        assert me.status_code == 503 and me.headers["retry-after"], me.text
+        assert me.json() == {
+            "error": "region_unavailable",
+            "home_region": "eu-west",
+            "zone": "eu",
+            "reason": me.json()["reason"],
+        }
     with central.edge(**failover) as http:
         # reads come from the standby: eu-central's own database never had this user
         me = http.get("/me", headers=auth)

@@ -332,10 +332,12 @@ def test_eu_west_killed_fails_over_to_the_standby_then_promote(
     results: list[Outcome] = []
     stop = threading.Event()
     poller = threading.Thread(target=poll_me, args=(world, ada, "us", stop, results))
-    killed_at = time.monotonic()
     poller.start()
     try:
         world.kill("eu-west")  # its controller, edge and replica; its PostgreSQL stays up
+        # the outage starts when the SIGKILLs are delivered, i.e. when kill() returns (it
+        # lists the namespace's processes first: a while on a busy host)
+        killed_at = time.monotonic()
 
         def failed_over_for_a_while() -> bool:
             firsts = [i for i, r in enumerate(results) if r.region == "eu-central"]

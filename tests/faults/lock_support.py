@@ -161,7 +161,7 @@ def wait_ready(d: Deployment, replicas: int, timeout: float = 90) -> None:
     def ready() -> bool:
         try:
             return int(d.service()["ready"]) >= replicas
-        except AssertionError:
+        except (AssertionError, KeyError):  # no answer yet, or the services not yet listed
             return False
 
     wait_for(ready, timeout, f"{replicas} ready replicas")

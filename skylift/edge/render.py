@@ -273,6 +273,7 @@ def _defaults(spec: EdgeSpec) -> list[str]:
         "    retries 2",
         "    retry-on conn-failure empty-response",
         "    option redispatch 1",
+        "    option http-buffer-request",  # a request is replayed only if held whole
     ]
 
 

@@ -260,6 +260,11 @@ def _defaults(spec: HAProxySpec) -> list[str]:
         "    retries 3",
         "    retry-on conn-failure empty-response response-timeout",
         "    option redispatch 1",
+        # HAProxy replays only a request it held whole when it sent it: wait
+        # for the body (up to one buffer) so a POST is retried too (measured:
+        # without it a POST whose body came after its headers got a 502, or
+        # on a kept-alive connection a silent close, when its replica died).
+        "    option http-buffer-request",
     ]
     return lines
 

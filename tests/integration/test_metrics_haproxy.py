@@ -146,9 +146,21 @@ async def stack(tmp_path: Path, log_socket: LogSocket, haproxy: str) -> Stack:
         while not await answers():
             assert time.monotonic() < deadline, "haproxy + app did not answer within 15s"
             await asyncio.sleep(0.05)
-    return Stack(
-        haproxy, log_socket.receiver.tracker, log_socket, RuntimeClient(tmp_path / "haproxy.sock")
-    )
+    runtime = RuntimeClient(tmp_path / "haproxy.sock")
+    tracker = log_socket.receiver.tracker
+
+    async def logs_caught_up() -> bool:
+        # The readiness requests' log lines arrive asynchronously: a test that
+        # swaps the tracker must not receive them late.
+        rows = await runtime.show_stat("be_web")
+        served = sum(r.req_tot or 0 for r in rows)
+        return served >= 1 and tracker.counters.requests >= served
+
+    deadline = time.monotonic() + 5
+    while not await logs_caught_up():
+        assert time.monotonic() < deadline, "the readiness requests' log lines never came"
+        await asyncio.sleep(0.02)
+    return Stack(haproxy, tracker, log_socket, runtime)
 
 
 async def test_log_socket_is_private(stack: Stack) -> None:

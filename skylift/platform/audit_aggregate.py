@@ -141,10 +141,17 @@ class Puller:
     regions: Regions
     peer_key: bytes
     client: httpx.AsyncClient
+    page_size: int = PAGE
 
     async def page(self, region: str, after: int, verify: bool) -> dict[str, Any]:
         body = json.dumps(
-            {"from": self.here, "to": region, "after": after, "limit": PAGE, "verify": verify}
+            {
+                "from": self.here,
+                "to": region,
+                "after": after,
+                "limit": self.page_size,
+                "verify": verify,
+            }
         ).encode()
         headers = {
             "content-type": "application/json",

@@ -165,3 +165,32 @@ def test_cli_names_every_missing_setting() -> None:
     env = aggregator_env({"SKYLIFT_REGION": "us", "SKYLIFT_REGION_TOPOLOGY_FILE": "/t",
                           "SKYLIFT_PLATFORM_DIRECTORY_KEY_FILE": "/k"})  # fmt: skip
     assert env.region == "us" and str(env.topology_file) == "/t"
+
+
+def test_cli_refuses_before_any_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Usage and config errors, found before a database or a region is contacted."""
+    from typer.testing import CliRunner
+
+    from skylift.cli.platform import platform_app
+
+    on = _config(tmp_path, {"region": "us", "regions": ["eu-west", "us"]})
+    (tmp_path / "topology.json").write_text(json.dumps(topology_document(on, "us")))
+    (tmp_path / "key").write_bytes(b"k" * 32)
+    monkeypatch.setenv("SKYLIFT_PLATFORM_TOPOLOGY_FILE", str(tmp_path / "topology.json"))
+    monkeypatch.setenv("SKYLIFT_PLATFORM_DIRECTORY_KEY_FILE", str(tmp_path / "key"))
+    monkeypatch.setenv("SKYLIFT_PLATFORM_REGION", "us")
+    db = ["--database-url", "postgresql://nobody@127.0.0.1:1/none"]  # never reached
+    runner = CliRunner()
+
+    def run(*args: str) -> Any:
+        return runner.invoke(platform_app, ["audit", *args, *db])
+
+    r = run("query")
+    assert r.exit_code == 2 and "--all-regions" in r.output
+    r = run("query", "--all-regions", "--since", "yesterday")
+    assert r.exit_code == 2 and "--since" in r.output
+    r = run("query", "--all-regions", "--region", "asia")
+    assert r.exit_code == 3 and "did not opt in" in r.output
+    monkeypatch.setenv("SKYLIFT_PLATFORM_REGION", "eu-west")
+    r = run("verify", "--all-regions")
+    assert r.exit_code == 3 and "runs in region us, not in eu-west" in r.output

@@ -59,6 +59,13 @@ def aggregator_env(environ: Mapping[str, str]) -> AggregatorEnv:
     return AggregatorEnv(region, Path(topology), Path(key))
 
 
+def output_of(value: str) -> Output:
+    try:
+        return Output(value)
+    except ValueError:
+        raise fail(f"--output: {value!r} is neither 'table' nor 'json'", EXIT_USAGE) from None
+
+
 def parse_time(raw: str | None, option: str) -> datetime | None:
     if raw is None:
         return None
@@ -162,7 +169,7 @@ def run_verify_command(
             lines.append(f"{c.region}: audit chain ok: {c.records} records, head {c.head_hash}")
             continue
         where = f" first bad record {c.first_bad_seq}" if c.first_bad_seq is not None else ""
-        state = "UNREACHABLE" if not c.reachable else "BROKEN"
+        state = "NOT CHECKED" if not c.reachable else "BROKEN"
         lines.append(f"{c.region}: audit chain {state}:{where}")
         lines += [f"  {p}" for p in c.problems]
     emit({"ok": ok, "regions": [c.to_json() for c in checks]}, output, "\n".join(lines))

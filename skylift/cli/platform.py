@@ -113,14 +113,13 @@ def audit_verify(
 ) -> None:
     """Check the whole hash chain; exit 1 naming every edited, removed or reordered record."""
     if all_regions:
-        from skylift.cli.audit_regions import run_verify_command
-        from skylift.cli.common import Output
+        from skylift.cli.audit_regions import output_of, run_verify_command
 
         run_verify_command(
             _database_url(database_url),
             regions=region or [],
             timeout=timeout,
-            output=Output(output),
+            output=output_of(output),
         )
     from skylift.platform.audit_verify import verify_database
 
@@ -164,8 +163,8 @@ def audit_query(
     output: Annotated[str, typer.Option("--output", "-o", help="table or json")] = "table",
 ) -> None:
     """Audit metadata across regions (time, region, event, pseudonymous actor, chain hash)."""
-    from skylift.cli.audit_regions import run_query_command
-    from skylift.cli.common import EXIT_USAGE, Output, fail
+    from skylift.cli.audit_regions import output_of, run_query_command
+    from skylift.cli.common import EXIT_USAGE, fail
 
     if not all_regions:
         raise fail(
@@ -182,7 +181,7 @@ def audit_query(
         limit=limit,
         pull=pull,
         timeout=timeout,
-        output=Output(output),
+        output=output_of(output),
     )
 
 

@@ -14,6 +14,7 @@ import yaml
 
 from skylift.cli.audit_regions import aggregator_env
 from skylift.config import ConfigError, load_config
+from skylift.platform import peers
 from skylift.platform.audit import GENESIS, AuditRecord, record_hash
 from skylift.platform.audit_aggregate import AggregationOff, Seen, judge, sources
 from skylift.platform.audit_export import EXPORTED, ExportVerifier, project, pseudonym
@@ -194,3 +195,46 @@ def test_cli_refuses_before_any_call(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("SKYLIFT_PLATFORM_REGION", "eu-west")
     r = run("verify", "--all-regions")
     assert r.exit_code == 3 and "runs in region us, not in eu-west" in r.output
+
+
+async def test_puller_turns_every_failed_call_into_a_named_pull_error(tmp_path: Path) -> None:
+    import httpx
+
+    from skylift.platform.audit_aggregate import Puller, PullError
+
+    on = _config(tmp_path, {"region": "us", "regions": ["eu-west", "us"]})
+    regions = parse_topology(topology_document(on, "us"))
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        body = json.loads(request.content)
+        if body["to"] == "us":
+            raise httpx.ConnectError("refused")
+        if body["after"] == 1:
+            return httpx.Response(403, json={"error": "audit export is off in eu-west"})
+        if body["after"] == 2:
+            return httpx.Response(200, json={"region": "eu-central", "records": []})
+        return httpx.Response(200, json={"region": "eu-west", "records": [], "more": False})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        puller = Puller("us", regions, b"k" * 32, client)
+        assert (await puller.page("eu-west", 0, True))["region"] == "eu-west"
+        with pytest.raises(PullError, match="us unreachable"):
+            await puller.page("us", 0, True)
+        with pytest.raises(PullError, match=r"answered 403.*off in eu-west"):
+            await puller.page("eu-west", 1, True)
+        with pytest.raises(PullError, match="answered by another region"):
+            await puller.page("eu-west", 2, True)
+    first = seen[0]
+    assert first.url.path == "/internal/audit/export"
+    assert first.headers["x-skylift-region"] == "eu-west"
+    assert (first.url.host, first.url.port) == ("127.0.0.1", 9101)  # eu-west's edge
+    assert peers.verify(
+        b"k" * 32,
+        first.headers["skylift-signature"],
+        method="POST",
+        path="/internal/audit/export",
+        body=first.content,
+        now=int(first.headers["skylift-signature"].split(",")[0][2:]),
+    )

@@ -135,15 +135,31 @@ class World:
     regions: dict[str, Region]
     base: Path
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """``skylift platform audit ...`` as an operator runs it in the aggregating region."""
-        return subprocess.run(
-            [sys.executable, "-m", "skylift", "platform", "audit", *args],
-            env=self.regions[AGGREGATOR].env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+    def cli(self, *args: str, subprocess_: bool = False) -> subprocess.CompletedProcess[str]:
+        """``skylift platform audit ...`` as an operator runs it in the aggregating region.
+
+        ``subprocess_``: the real ``python -m skylift`` (the path a user takes, a second or
+        more of imports on a busy machine); else the same typer app in this process.
+        """
+        argv = ["platform", "audit", *args]
+        env = self.regions[AGGREGATOR].env
+        if subprocess_:
+            return subprocess.run(
+                [sys.executable, "-m", "skylift", *argv],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        from typer.testing import CliRunner
+
+        from skylift.cli.app import app
+
+        platform_env = {k: v for k, v in env.items() if k.startswith("SKYLIFT_PLATFORM_")}
+        result = CliRunner().invoke(app, argv, env=platform_env)
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return subprocess.CompletedProcess(argv, result.exit_code, result.stdout, result.stderr)
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +247,7 @@ def _dump(dsn: str, tables: list[str]) -> str:
 
 def test_query_across_regions_carries_metadata_only(world: World) -> None:
     us, west, asia = (world.regions[n] for n in ("us", "eu-west", "asia"))
-    r = world.cli("query", "--all-regions", "-o", "json")
+    r = world.cli("query", "--all-regions", "-o", "json", subprocess_=True)
     assert r.returncode == 0, r.stderr
     records = json.loads(r.stdout)["records"]
     by_region: dict[str, list[dict[str, Any]]] = {}
@@ -315,7 +331,7 @@ def test_verify_all_regions_names_the_tampered_region_and_row(world: World) -> N
 
     # an operator in eu-west edits a record with SQL
     _execute(west.dsn, 'UPDATE audit_log SET data = \'{"client": "10.9.9.9"}\' WHERE seq = 2')
-    r = world.cli("verify", "--all-regions")
+    r = world.cli("verify", "--all-regions", subprocess_=True)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "eu-west: audit chain BROKEN: first bad record 2" in r.stdout
     assert "record 2: content does not match its hash (edited)" in r.stdout

@@ -151,7 +151,8 @@ def run_query_command(
         f"{r['ts']:32} {r['region']:12} {r['seq']:>6} {r['event']:28} {r['actor'] or '-'}"
         for r in rows
     ]
-    emit({"records": rows, "unreachable": [c.region for c in failed]}, output, "\n".join(lines))
+    warnings = [{"region": c.region, "problems": c.problems} for c in failed]
+    emit({"records": rows, "warnings": warnings}, output, "\n".join(lines))
     raise typer.Exit(EXIT_OK)
 
 

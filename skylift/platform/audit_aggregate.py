@@ -89,6 +89,16 @@ class RegionCheck:
         }
 
 
+def rewound(seen: Seen | None, anchor: Mapping[str, Any] | None) -> str | None:
+    """Pure: why the region's record at the last ``seq`` held here is not the one held, if so."""
+    if seen is None or (anchor is not None and anchor.get("hash") == seen.hash):
+        return None
+    return (
+        f"record {seen.seq}: gone, or its hash differs from the one the aggregator "
+        "collected (the chain was rewritten or cut from there or before)"
+    )
+
+
 def judge(
     region: str, seen: Seen | None, anchor: Mapping[str, Any] | None, verdict: Mapping[str, Any]
 ) -> RegionCheck:
@@ -112,11 +122,8 @@ def judge(
                 f"saw record {seen.seq} (records {head_seq + 1}..{seen.seq} cut off the end)"
             )
             bad.append(head_seq + 1)
-        elif anchor is None or anchor.get("hash") != seen.hash:
-            problems.append(
-                f"record {seen.seq}: gone, or its hash differs from the one the aggregator "
-                "collected (the chain was rewritten from there or before)"
-            )
+        elif (problem := rewound(seen, anchor)) is not None:
+            problems.append(problem)
             bad.append(seen.seq)
     return RegionCheck(
         region=region,
@@ -204,34 +211,41 @@ def _metadata(region: str, item: Any) -> tuple[Any, ...]:
 
 
 async def pull_region(conn: Conn, puller: Puller, region: str, verify: bool) -> RegionCheck:
-    """Collect ``region``'s new records and (with ``verify``) its verdict; store both here."""
+    """Collect ``region``'s new records and (with ``verify``) its verdict; store both here.
+
+    A region whose record at the last ``seq`` stored here is gone or changed gets
+    nothing stored: new records on a rewound chain would hide the rewind from
+    every later check (the next pull would start from them).
+    """
     seen = await last_seen(conn, region)
     try:
         first = await puller.page(region, seen.seq if seen else 0, verify)
-        pages = [first]
-        while pages[-1].get("more") and pages[-1].get("records"):
+        anchor = first.get("anchor")
+        anchor = anchor if isinstance(anchor, dict) else None
+        pages = [first] if not rewound(seen, anchor) else []
+        while pages and pages[-1].get("more") and pages[-1].get("records"):
             after = int(pages[-1]["records"][-1]["seq"])
             pages.append(await puller.page(region, after, False))
         rows = [_metadata(region, item) for page in pages for item in page.get("records", [])]
     except PullError as exc:
         return RegionCheck(region=region, ok=False, problems=[str(exc)], reachable=False)
+    verdict = first.get("verify")
+    if not verify:
+        await _store(conn, rows)
+        problem = rewound(seen, anchor)
+        return RegionCheck(
+            region=region,
+            ok=problem is None,
+            records=len(rows),
+            problems=[problem] if problem else [],
+        )
+    if not isinstance(verdict, dict):
+        return RegionCheck(
+            region=region, ok=False, problems=[f"{region} sent no verdict"], reachable=False
+        )
+    check = judge(region, seen, anchor, verdict)
     async with conn.transaction():
-        if rows:
-            async with conn.cursor() as cur:
-                await cur.executemany(
-                    "INSERT INTO audit_agg_records (region, seq, ts, event, actor, hash) "
-                    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (region, seq) DO NOTHING",
-                    rows,
-                )
-        if not verify:
-            return RegionCheck(region=region, ok=True, records=len(rows))
-        verdict = first.get("verify")
-        if not isinstance(verdict, dict):
-            return RegionCheck(
-                region=region, ok=False, problems=[f"{region} sent no verdict"], reachable=False
-            )
-        anchor = first.get("anchor")
-        check = judge(region, seen, anchor if isinstance(anchor, dict) else None, verdict)
+        await _store(conn, rows)
         await conn.execute(
             "INSERT INTO audit_agg_regions (region, checked_at, ok, records, head_seq, head_hash, "
             "first_bad_seq, problems) VALUES (%s, now(), %s, %s, %s, %s, %s, %s) "
@@ -250,6 +264,18 @@ async def pull_region(conn: Conn, puller: Puller, region: str, verify: bool) -> 
             ),
         )
     return check
+
+
+async def _store(conn: Conn, rows: list[tuple[Any, ...]]) -> None:
+    """Insert new records; a ``seq`` already held keeps the hash seen first (evidence)."""
+    if not rows:
+        return
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO audit_agg_records (region, seq, ts, event, actor, hash) "
+            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (region, seq) DO NOTHING",
+            rows,
+        )
 
 
 async def pull_all(

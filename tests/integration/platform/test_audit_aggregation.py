@@ -349,6 +349,20 @@ def test_verify_all_regions_names_the_tampered_region_and_row(world: World) -> N
     stored = _rows(us.dsn, "SELECT ok, first_bad_seq FROM audit_agg_regions ORDER BY region")
     assert stored == [(False, 2), (False, 3)]
 
+    # ... and grows again past what the aggregator saw: nothing of the new chain is stored
+    for n in range(3):
+        asyncio.run(_append(us.dsn, "us", {"n": n}))
+    r = world.cli("query", "--all-regions", "--region", "us", "-o", "json")
+    assert r.returncode == 0, r.stderr
+    assert "us: record 4: gone, or its hash differs" in r.stderr
+    assert [w["region"] for w in json.loads(r.stdout)["warnings"]] == ["us"]
+    held = "SELECT seq, hash FROM audit_agg_records WHERE region = 'us' ORDER BY seq"
+    before = _rows(us.dsn, held)
+    assert [seq for seq, _ in before] == [1, 2, 3, 4]
+    r = world.cli("verify", "--all-regions", "--region", "us")
+    assert r.returncode == 1 and "us: audit chain BROKEN: first bad record 4" in r.stdout
+    assert _rows(us.dsn, held) == before  # the hashes seen first stay as evidence
+
 
 def test_pull_pages_through_a_long_log_and_stores_each_record_once(
     world: World, postgres_cluster: PostgresCluster

@@ -238,3 +238,13 @@ async def test_puller_turns_every_failed_call_into_a_named_pull_error(tmp_path: 
         body=first.content,
         now=int(first.headers["skylift-signature"].split(",")[0][2:]),
     )
+
+
+def test_rewound_is_said_only_when_the_record_held_last_is_gone_or_changed() -> None:
+    from skylift.platform.audit_aggregate import rewound
+
+    held = Seen(4, "a" * 64)
+    assert rewound(None, None) is None  # a first pull holds nothing to compare
+    assert rewound(held, {"seq": 4, "hash": "a" * 64}) is None
+    assert "record 4: gone" in (rewound(held, None) or "")
+    assert "record 4" in (rewound(held, {"seq": 4, "hash": "b" * 64}) or "")

@@ -107,7 +107,11 @@ async def _run(
     checks: list[Any] = []
     rows: list[dict[str, Any]] = []
     async with await psycopg.AsyncConnection.connect(
-        libpq_url(database_url), autocommit=True, row_factory=dict_row, connect_timeout=10
+        libpq_url(database_url),
+        autocommit=True,
+        row_factory=dict_row,
+        connect_timeout=10,
+        options="-c statement_timeout=30000",  # no statement of the aggregator hangs the CLI
     ) as conn:
         if pull:
             async with peers.http_client(call_timeout) as client:

@@ -31,7 +31,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from skylift.platform import audit, peers
-from skylift.platform.audit_export import EXPORT_PATH
+from skylift.platform.audit_export import EXPORT_PATH, EXPORTED
 from tests.fixtures.postgres import PostgresCluster
 from tests.fixtures.redis import running_redis
 from tests.polling import wait_for
@@ -314,7 +314,10 @@ def test_the_export_endpoint_is_not_open(world: World) -> None:
         )
 
     assert post(west, good, signed=False).status_code == 401
-    assert post(west, good).status_code == 200
+    answer = post(west, good)  # what crosses the border, as sent
+    assert answer.status_code == 200
+    assert {tuple(rec) for rec in answer.json()["records"]} == {EXPORTED}
+    assert west.personal and not [v for v in west.personal if v in answer.text]
     assert post(west, {**good, "from": "asia"}).status_code == 403  # only the aggregator
     refused = post(asia, {**good, "to": "asia"})
     assert refused.status_code == 403 and "did not opt in" in refused.text

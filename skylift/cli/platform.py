@@ -98,8 +98,29 @@ def audit_verify(
             "in the chain, which catches records cut off the end",
         ),
     ] = None,
+    all_regions: Annotated[
+        bool,
+        typer.Option(
+            "--all-regions",
+            help="run the aggregator (in the aggregating region): every opted-in region "
+            "verifies its own chain; exit 1 naming a region that fails or moved backwards",
+        ),
+    ] = False,
+    region: Annotated[
+        list[str] | None, typer.Option("--region", help="with --all-regions: only these regions")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="seconds per call to a region")] = 30.0,
 ) -> None:
     """Check the whole hash chain; exit 1 naming every edited, removed or reordered record."""
+    if all_regions:
+        from skylift.cli.audit_regions import output_of, run_verify_command
+
+        run_verify_command(
+            _database_url(database_url),
+            regions=region or [],
+            timeout=timeout,
+            output=output_of(output),
+        )
     from skylift.platform.audit_verify import verify_database
 
     result = asyncio.run(verify_database(_database_url(database_url), expect_head))
@@ -122,6 +143,46 @@ def audit_verify(
         for problem in result.problems:
             typer.echo(f"  {problem}")
     raise typer.Exit(0 if result.ok else 1)
+
+
+@audit_app.command("query")
+def audit_query(
+    all_regions: Annotated[
+        bool, typer.Option("--all-regions", help="query the aggregator (required for now)")
+    ] = False,
+    event: Annotated[list[str] | None, typer.Option("--event", help="event type (repeat)")] = None,
+    region: Annotated[list[str] | None, typer.Option("--region", help="region (repeat)")] = None,
+    since: Annotated[str | None, typer.Option(help="ISO 8601 time, inclusive")] = None,
+    until: Annotated[str | None, typer.Option(help="ISO 8601 time, exclusive")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 1000,
+    pull: Annotated[
+        bool, typer.Option(help="collect what is new from every region before answering")
+    ] = True,
+    timeout: Annotated[float, typer.Option(help="seconds per call to a region")] = 30.0,
+    database_url: DatabaseOpt = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="table or json")] = "table",
+) -> None:
+    """Audit metadata across regions (time, region, event, pseudonymous actor, chain hash)."""
+    from skylift.cli.audit_regions import output_of, run_query_command
+    from skylift.cli.common import EXIT_USAGE, fail
+
+    if not all_regions:
+        raise fail(
+            "query answers across regions: pass --all-regions (one region's own log: "
+            "GET /admin/audit on its platform)",
+            EXIT_USAGE,
+        )
+    run_query_command(
+        _database_url(database_url),
+        regions=region or [],
+        events=event or [],
+        since=since,
+        until=until,
+        limit=limit,
+        pull=pull,
+        timeout=timeout,
+        output=output_of(output),
+    )
 
 
 @keys_app.command("rotate")

@@ -11,6 +11,7 @@ from pydantic import (
     model_validator,
 )
 
+from skylift.config.audit_aggregation import AuditAggregation, aggregation_problems
 from skylift.config.base import (
     _NAME_HINT,
     _NAME_RE,
@@ -52,6 +53,9 @@ class SkyliftConfig(Model):
     )
     edge: EdgeSettings = EdgeSettings()
     failover: FailoverSettings = FailoverSettings()
+    audit_aggregation: AuditAggregation | None = Field(
+        None, description="cross-region audit aggregation (off unless set; regions opt in)"
+    )
 
     @field_validator("project")
     @classmethod
@@ -90,6 +94,13 @@ class SkyliftConfig(Model):
         if not edged:
             return self
         problems = region_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _audit_aggregation_fits(self) -> SkyliftConfig:
+        problems = aggregation_problems(self.audit_aggregation, set(self.edged_regions))
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -11,7 +11,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from skylift.platform import routes_admin, routes_auth, routes_regions
+from skylift.platform import audit_export, routes_admin, routes_auth, routes_regions
 from skylift.platform.errors import (
     POSTGRES_DOWN,
     REDIS_DOWN,
@@ -44,7 +44,12 @@ def create_app(platform: Platform | None, settings: PlatformSettings) -> Starlet
             yield
 
     app = Starlette(
-        routes=[*routes_auth.ROUTES, *routes_regions.ROUTES, *routes_admin.ROUTES],
+        routes=[
+            *routes_auth.ROUTES,
+            *routes_regions.ROUTES,
+            *routes_admin.ROUTES,
+            *audit_export.ROUTES,
+        ],
         middleware=[Middleware(ReplicaMiddleware, replica=settings.replica, metrics=metrics)],
         exception_handlers=handlers,
         lifespan=lifespan,

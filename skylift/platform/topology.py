@@ -23,6 +23,27 @@ from typing import Any
 from skylift.regions.rules import RegionFacts, Topology
 
 
+@dataclass(frozen=True)
+class AuditAggregationFacts:
+    """The aggregating region and the regions that opted in to answer it."""
+
+    region: str
+    sources: tuple[str, ...]
+
+
+def parse_aggregation(raw: Any, edges: Mapping[str, str]) -> AuditAggregationFacts | None:
+    """``{"region": NAME, "regions": [NAME, ...]}`` or absent (aggregation off)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("region"), str):
+        raise TopologyError('\'audit_aggregation\' must be {"region": NAME, "regions": [...]}')
+    sources = _strings(raw.get("regions"), "audit_aggregation.regions")
+    unknown = [n for n in (raw["region"], *sources) if n not in edges]
+    if unknown:
+        raise TopologyError(f"audit_aggregation names unknown regions {unknown}")
+    return AuditAggregationFacts(region=raw["region"], sources=sources)
+
+
 class TopologyError(ValueError):
     """The topology file is malformed; the message names the field."""
 
@@ -33,6 +54,8 @@ class Regions:
 
     topology: Topology
     edges: Mapping[str, str]
+    #: the topology's ``audit_aggregation`` (None: off); see :mod:`.audit_export`
+    audit: AuditAggregationFacts | None = None
 
 
 def _strings(value: Any, where: str) -> tuple[str, ...]:
@@ -84,7 +107,7 @@ def parse_topology(raw: Mapping[str, Any]) -> Regions:
         topology = Topology(regions=tuple(facts), default=default, mode=mode)
     except ValueError as exc:
         raise TopologyError(str(exc)) from None
-    return Regions(topology, edges)
+    return Regions(topology, edges, parse_aggregation(raw.get("audit_aggregation"), edges))
 
 
 def load_topology(path: Path) -> Regions:

@@ -37,4 +37,11 @@ def topology_document(config: SkyliftConfig, name: str) -> dict[str, Any]:
                 "edge": edge or region.edge.listen,
             }
         )
-    return {"default": topology.default, "mode": topology.mode, "regions": regions}
+    document: dict[str, Any] = {
+        "default": topology.default,
+        "mode": topology.mode,
+        "regions": regions,
+    }
+    if config.audit_aggregation is not None:  # off unless configured (platform.audit_export)
+        document["audit_aggregation"] = config.audit_aggregation.model_dump(mode="json")
+    return document

@@ -19,12 +19,17 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
+import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from typer.testing import CliRunner
 
+from skylift.cli.app import app
+from skylift.config import load_config
 from skylift.edge.cache import CACHE_HEADER, EdgeCache
 from skylift.edge.runner import Edge
 from skylift.edge.spec import EdgeSpec, RegionCheck
+from skylift.regions.config import edge_spec
 from skylift.regions.rules import RegionFacts, Topology
 from tests.polling import wait_for
 from tests.ports import free_port
@@ -77,6 +82,7 @@ class CacheWorld:
     edges: dict[str, Edge]
     origins: dict[str, Origin]
     key: ec.EllipticCurvePrivateKey
+    config: Path  # the regions file the CLI reads (state dirs and edge.cache)
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
         url = f"http://{self.specs[HOME].listen}{path}"
@@ -114,6 +120,35 @@ class CacheWorld:
         return jwt.encode(claims, self.key, algorithm="ES256", headers={"kid": "k1"})
 
 
+def write_config(root: Path, edge_ports: dict[str, int]) -> Path:
+    """A regions file whose edges are this world's (the CLI derives their state dirs from it)."""
+    data = {
+        "project": "edgecache",
+        "state_dir": str(root / "state"),
+        "edge": {"default_region": HOME, "cache": {"paths": list(CACHE.paths)}},
+        "services": {
+            "web": {
+                "frontend": f"127.0.0.1:{free_port()}",
+                "backend": {"kind": "process", "command": "/bin/true {port}"},
+            }
+        },
+        "regions": {
+            r: {
+                "zone": "eu",
+                "countries": [cc],
+                "nearest": [other],
+                "edge": {"listen": f"127.0.0.1:{edge_ports[r]}"},
+                "database_url": "postgresql://skylift@127.0.0.1:1/unused",
+                "port_offset": offset,
+            }
+            for r, cc, other, offset in ((HOME, "FR", OTHER, 0), (OTHER, "DE", HOME, 1))
+        },
+    }
+    path = root / "regions.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CacheWorld]:
     root = tmp_path_factory.mktemp("edge-cache")
@@ -126,6 +161,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CacheWorld]:
     regions = (HOME, OTHER)
     edge_ports = {r: free_port() for r in regions}
     origins = {r: Origin(r, free_port()) for r in regions}
+    config = write_config(root, edge_ports)
+    loaded = load_config(config).config
     specs = {
         r: EdgeSpec(
             region=r,
@@ -134,7 +171,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CacheWorld]:
             local=f"127.0.0.1:{origins[r].port}",
             peers={p: f"127.0.0.1:{edge_ports[p]}" for p in regions if p != r},
             trusted_peers=frozenset({"127.0.0.1"}),
-            state_dir=root / r,
+            state_dir=edge_spec(loaded, r, root).state_dir,  # where the CLI finds it
             token_keys={"k1": pem},
             check=CHECK,
             metrics_listen=f"127.0.0.1:{free_port()}",
@@ -156,7 +193,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CacheWorld]:
                 10.0,
                 f"{r} edge sees both regions up",
             )
-        yield CacheWorld(specs, edges, origins, key)
+        yield CacheWorld(specs, edges, origins, key, config)
     finally:
         for edge in started:
             asyncio.run(edge.stop())
@@ -238,6 +275,22 @@ def test_reload_on_up_purges_and_metrics_show_the_hit_ratio(world: CacheWorld) -
         assert world.get("/static/deploy.js").headers[CACHE_HEADER] == "hit"
     world.get("/api/items")  # not a cache path: not a lookup, does not dilute the ratio
     assert world.metrics() == {"lookups": 4.0, "hits": 3.0}  # hit ratio 3/4
+
+
+def test_cli_purge_empties_the_cache(world: CacheWorld) -> None:
+    """`skylift region cache purge --region eu-west`: the next request reaches the origin."""
+    world.get("/static/purged.css")
+    assert world.get("/static/purged.css").headers[CACHE_HEADER] == "hit"
+    result = CliRunner().invoke(
+        app, ["region", "cache", "purge", "--region", HOME, "-c", str(world.config)]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"region {HOME}: purged" in result.output
+    r = world.get("/static/purged.css")
+    assert r.headers[CACHE_HEADER] == "miss" and world.origins[HOME].hits("/static/purged.css") == 2
+    # the running config was reloaded unchanged: routing and tokens still work
+    bearer = {"Authorization": f"Bearer {world.token(HOME)}"}
+    assert world.get("/static/token", bearer).headers["X-Skylift-Route"] == "token"
 
 
 def test_failover_answers_are_not_stored(world: CacheWorld) -> None:

@@ -3,7 +3,7 @@
 Run as ``python origin.py REGION HOST PORT``. Every request except ``/healthz``
 and ``/_hits`` is counted per path (query included); ``GET /_hits`` answers the
 counts as JSON. The response's caching headers come from the query string, so one
-origin serves every case: ``cc=`` (Cache-Control), ``cookie=1`` (a Set-Cookie),
+origin serves every case: ``cc=`` (Cache-Control; ``none``: no header), ``cookie=1`` (a Set-Cookie),
 ``vary=`` (a Vary header); no ``cc`` means ``public, max-age=60``.
 """
 
@@ -47,7 +47,8 @@ class Handler(BaseHTTPRequestHandler):
             HITS[self.path] += 1
             count = HITS[self.path]
         query = parse_qs(urlsplit(self.path).query)
-        headers = {"Cache-Control": query.get("cc", ["public, max-age=60"])[0]}
+        cc = query.get("cc", ["public, max-age=60"])[0]
+        headers = {} if cc == "none" else {"Cache-Control": cc}
         if query.get("cookie"):
             headers["Set-Cookie"] = "sid=secret-of-one-user; Path=/; HttpOnly"
         if query.get("vary"):

@@ -224,6 +224,8 @@ def test_public_path_is_served_from_the_edge_the_second_time(world: CacheWorld) 
         ("/static/private?cc=private,max-age=60", {}),
         ("/static/nostore?cc=no-store", {}),
         ("/static/vary?vary=User-Agent", {}),
+        ("/static/bare?cc=none", {}),  # neither an expiry nor a validator
+        ("/static/nocache?cc=no-cache", {}),
         ("/api/items", {}),  # cacheable answer, but not a declared-public path
     ],
 )
@@ -235,6 +237,15 @@ def test_never_cached_the_origin_counts_every_request(
         r = world.get(path, headers)
         assert r.headers[CACHE_HEADER] != "hit"
         assert origin.hits(path) == n
+
+
+def test_the_responses_max_age_bounds_its_stay(world: CacheWorld) -> None:
+    """``max-age=1`` under the configured 60 s: kept, then fetched again once it expired."""
+    path = "/static/short?cc=public,max-age=1"
+    world.get(path)
+    assert world.get(path).headers[CACHE_HEADER] == "hit"
+    wait_for(lambda: world.get(path).headers[CACHE_HEADER] == "miss", 5.0, "the object to expire")
+    assert world.origins[HOME].hits(path) == 2
 
 
 def test_token_routed_request_is_never_cached(world: CacheWorld) -> None:

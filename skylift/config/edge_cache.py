@@ -16,10 +16,10 @@ from skylift.config.base import Model
 
 #: What a declared path may contain: it becomes an HAProxy ACL pattern, so no
 #: whitespace, quotes, braces, '#' or backslashes (they would end or escape the line).
-_PATH_RE = re.compile(r"^/[A-Za-z0-9._~%/+,;=:@!$*()-]*$")
+_PATH_RE = re.compile(r"^/[A-Za-z0-9._~%/+,;=:@-]*$")
 #: Paths the edge itself answers or that carry per-user answers by construction.
 RESERVED_PREFIXES = ("/_skylift/",)
-_COOKIE_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
+_COOKIE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class EdgeCacheSettings(Model):
@@ -58,8 +58,8 @@ class EdgeCacheSettings(Model):
             if not _PATH_RE.match(path):
                 raise ValueError(
                     f"cache path {path!r}: write an absolute path such as '/static/' or "
-                    "'/favicon.ico' (letters, digits and URL punctuation; no spaces, quotes, "
-                    "'#' or braces)"
+                    "'/favicon.ico' (letters, digits and . _ ~ % / + , ; = : @ -; no spaces, "
+                    "quotes, '#' or braces)"
                 )
             if path == "/":
                 raise ValueError(
@@ -80,7 +80,10 @@ class EdgeCacheSettings(Model):
     def _cookies(cls, value: list[str]) -> list[str]:
         for name in value:
             if not _COOKIE_RE.match(name):
-                raise ValueError(f"bypass cookie {name!r}: write a cookie name (no spaces or ';')")
+                raise ValueError(
+                    f"bypass cookie {name!r}: write a cookie name of letters, digits, '_', '.' "
+                    "and '-'"
+                )
         return value
 
     @model_validator(mode="after")

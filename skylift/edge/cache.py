@@ -72,10 +72,14 @@ def cache_request_lines(cache: EdgeCache, region: str) -> list[str]:
         lines.append(f"    acl cache_path path -m str {' '.join(cache.exact)}")
     if cache.prefixes:
         lines.append(f"    acl cache_path path_beg {' '.join(cache.prefixes)}")
+    # A dot segment or an encoded '.', '/' or '\\' could make a declared prefix name an
+    # undeclared resource once the origin normalises the path: never cached.
+    lines.append("    acl cache_odd path_reg (^|/)[.][.]?(/|$)|%2[eEfF]|%5[cC]")
     lines.append("    acl cache_user req.hdr(Authorization) -m found")
     lines += [f"    acl cache_user req.cook({name}) -m found" for name in cache.bypass_cookies]
     lines += [
-        "    http-request set-var(txn.cache) bool(true) if !pt METH_GET cache_path !cache_user "
+        "    http-request set-var(txn.cache) bool(true) if !pt METH_GET cache_path !cache_odd "
+        "!cache_user "
         f"{{ var(txn.home) -m str {region} }}",
         f"    http-request cache-use {CACHE_NAME} if {{ var(txn.cache) -m bool }}",
     ]
@@ -98,8 +102,8 @@ def cache_response_lines(region: str) -> list[str]:
     ]
 
 
-_PATH_RE = re.compile(r"^/[A-Za-z0-9._~%/+,;=:@!$*()-]*$")
-_COOKIE_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
+_PATH_RE = re.compile(r"^/[A-Za-z0-9._~%/+,;=:@-]*$")
+_COOKIE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 def validate_cache(cache: EdgeCache) -> None:

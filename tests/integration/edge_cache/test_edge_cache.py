@@ -128,8 +128,14 @@ def write_config(root: Path, edge_ports: dict[str, int]) -> Path:
         "edge": {"default_region": HOME, "cache": {"paths": list(CACHE.paths)}},
         "services": {
             "web": {
-                "frontend": f"127.0.0.1:{free_port()}",
-                "backend": {"kind": "process", "command": "/bin/true {port}"},
+                # never started: fixed ports outside tests.ports' range, so no handed-out
+                # edge port can clash with them in the config's own port checks
+                "frontend": "127.0.0.1:40100",
+                "backend": {
+                    "kind": "process",
+                    "command": "/bin/true {port}",
+                    "ports": {"start": 40000, "end": 40001},
+                },
             }
         },
         "regions": {
@@ -141,7 +147,7 @@ def write_config(root: Path, edge_ports: dict[str, int]) -> Path:
                 "database_url": "postgresql://skylift@127.0.0.1:1/unused",
                 "port_offset": offset,
             }
-            for r, cc, other, offset in ((HOME, "FR", OTHER, 0), (OTHER, "DE", HOME, 1))
+            for r, cc, other, offset in ((HOME, "FR", OTHER, 0), (OTHER, "DE", HOME, 10))
         },
     }
     path = root / "regions.yaml"
@@ -227,6 +233,7 @@ def test_public_path_is_served_from_the_edge_the_second_time(world: CacheWorld) 
         ("/static/bare?cc=none", {}),  # neither an expiry nor a validator
         ("/static/nocache?cc=no-cache", {}),
         ("/api/items", {}),  # cacheable answer, but not a declared-public path
+        ("/static/%2e%2e/api/items", {}),  # a declared prefix, but an encoded dot segment
     ],
 )
 def test_never_cached_the_origin_counts_every_request(

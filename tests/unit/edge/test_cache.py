@@ -50,7 +50,8 @@ def test_cache_section_and_declared_paths_only() -> None:
     mark = next(i for i, line in enumerate(lines) if "set-var(txn.cache)" in line)
     # only a GET for a declared path, never a hop, a user's request or another region's user
     assert lines[mark] == (
-        "    http-request set-var(txn.cache) bool(true) if !pt METH_GET cache_path !cache_user "
+        "    http-request set-var(txn.cache) bool(true) if !pt METH_GET cache_path !cache_odd "
+        "!cache_user "
         "{ var(txn.home) -m str us }"
     )
     assert (
@@ -84,7 +85,7 @@ def test_same_rules_in_every_region_but_the_region_name() -> None:
     us = frontend(render_edge(spec(cache=CACHE)).config)
     eu = frontend(render_edge(eu_spec(cache=CACHE)).config)
     pick = [i for i, line in enumerate(us) if "cache" in line.lower()]
-    assert len(pick) == 10
+    assert len(pick) == 11
     assert [us[i].replace("str us ", "str R ") for i in pick] == [
         eu[i].replace("str eu-west ", "str R ") for i in pick
     ]
@@ -145,6 +146,8 @@ def test_config_reaches_every_region_edge(tmp_path: Path) -> None:
             "raise total_max_size",
         ),
         ({"paths": ["/s/"], "bypass_cookies": ["a b"]}, "cookie name"),
+        ({"paths": ["/s/"], "bypass_cookies": ["a#b"]}, "cookie name"),
+        ({"paths": ["/s/${HOME}/"]}, "write an absolute path"),
     ],
 )
 def test_invalid_cache_config_names_field_and_fix(tmp_path: Path, cache: Any, fix: str) -> None:

@@ -28,7 +28,7 @@ from skylift.cli.app import app
 from skylift.config import load_config
 from skylift.edge.cache import CACHE_HEADER, EdgeCache
 from skylift.edge.runner import Edge
-from skylift.edge.spec import EdgeSpec, RegionCheck
+from skylift.edge.spec import EdgeSpec
 from skylift.regions.config import edge_spec
 from skylift.regions.rules import RegionFacts, Topology
 from tests.polling import wait_for
@@ -45,7 +45,6 @@ TOPOLOGY = Topology(
     mode="geo",
 )
 CACHE = EdgeCache(paths=("/static/", "/favicon.ico"), max_age=60, bypass_cookies=("sid",))
-CHECK = RegionCheck(inter=0.3, fall=2, rise=1, timeout=0.3)
 
 
 @dataclass
@@ -120,17 +119,26 @@ class CacheWorld:
         return jwt.encode(claims, self.key, algorithm="ES256", headers={"kid": "k1"})
 
 
-def write_config(root: Path, edge_ports: dict[str, int]) -> Path:
-    """A regions file whose edges are this world's (the CLI derives their state dirs from it)."""
+def write_config(root: Path, edge_ports: dict[str, int], origins: dict[str, Origin]) -> Path:
+    """The regions file of this world: its edges are rendered from it as `up --region` does."""
     data = {
         "project": "edgecache",
         "state_dir": str(root / "state"),
-        "edge": {"default_region": HOME, "cache": {"paths": list(CACHE.paths)}},
+        "edge": {
+            "service": "web",
+            "mode": "geo",
+            "default_region": HOME,
+            "check": {"path": "/healthz", "inter": "300ms", "fall": 2, "rise": 1},
+            "cache": {
+                "paths": list(CACHE.paths),
+                "max_age": CACHE.max_age,
+                "bypass_cookies": list(CACHE.bypass_cookies),
+            },
+        },
         "services": {
             "web": {
-                # never started: fixed ports outside tests.ports' range, so no handed-out
-                # edge port can clash with them in the config's own port checks
-                "frontend": "127.0.0.1:40100",
+                # each region's frontend is its origin; the replicas are never started
+                "frontend": f"127.0.0.1:{origins[HOME].port}",
                 "backend": {
                     "kind": "process",
                     "command": "/bin/true {port}",
@@ -143,15 +151,18 @@ def write_config(root: Path, edge_ports: dict[str, int]) -> Path:
                 "zone": "eu",
                 "countries": [cc],
                 "nearest": [other],
-                "edge": {"listen": f"127.0.0.1:{edge_ports[r]}"},
+                "edge": {
+                    "listen": f"127.0.0.1:{edge_ports[r]}",
+                    "metrics": f"127.0.0.1:{free_port()}",
+                },
                 "database_url": "postgresql://skylift@127.0.0.1:1/unused",
-                "port_offset": offset,
+                "services": {"web": {"frontend": f"127.0.0.1:{origins[r].port}"}},
             }
-            for r, cc, other, offset in ((HOME, "FR", OTHER, 0), (OTHER, "DE", HOME, 10))
+            for r, cc, other in ((HOME, "FR", OTHER), (OTHER, "DE", HOME))
         },
     }
     path = root / "regions.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
 
@@ -167,24 +178,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CacheWorld]:
     regions = (HOME, OTHER)
     edge_ports = {r: free_port() for r in regions}
     origins = {r: Origin(r, free_port()) for r in regions}
-    config = write_config(root, edge_ports)
+    config = write_config(root, edge_ports, origins)
     loaded = load_config(config).config
-    specs = {
-        r: EdgeSpec(
-            region=r,
-            topology=TOPOLOGY,
-            listen=f"127.0.0.1:{edge_ports[r]}",
-            local=f"127.0.0.1:{origins[r].port}",
-            peers={p: f"127.0.0.1:{edge_ports[p]}" for p in regions if p != r},
-            trusted_peers=frozenset({"127.0.0.1"}),
-            state_dir=edge_spec(loaded, r, root).state_dir,  # where the CLI finds it
-            token_keys={"k1": pem},
-            check=CHECK,
-            metrics_listen=f"127.0.0.1:{free_port()}",
-            cache=CACHE,
-        )
-        for r in regions
-    }
+    # exactly what each region's runtime renders (the token keys come from the JWKS there)
+    specs = {r: edge_spec(loaded, r, root, token_keys={"k1": pem}) for r in regions}
+    assert all(s.cache == CACHE and s.topology == TOPOLOGY for s in specs.values())
     edges = {r: Edge(specs[r]) for r in regions}
     started: list[Edge] = []
     try:

@@ -22,6 +22,9 @@ OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table or json
 
 
 def register(app: typer.Typer) -> None:
+    from skylift.cli.edge_cache import register as register_cache
+
+    register_cache(region_app)
     app.add_typer(region_app, name="region")
 
 

@@ -12,6 +12,7 @@ from pydantic import (
 )
 
 from skylift.config.base import Listen, Model, _parse_listen, split_listen
+from skylift.config.edge_cache import EdgeCacheSettings
 from skylift.units import Duration
 
 
@@ -142,6 +143,9 @@ class EdgeSettings(Model):
         default_factory=dict, description="extra CIDR -> country entries (private networks)"
     )
     retry_after: int = Field(2, ge=1, description="seconds advertised with the documented 503")
+    cache: EdgeCacheSettings | None = Field(
+        None, description="per-path edge cache for declared-public paths (off by default)"
+    )
 
 
 class FailoverSettings(Model):

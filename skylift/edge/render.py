@@ -28,6 +28,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from skylift.edge.cache import (
+    cache_request_lines,
+    cache_response_lines,
+    cache_section,
+    validate_cache,
+)
 from skylift.edge.spec import EdgeSpec
 from skylift.lb.render import (
     POOL_PURGE_DELAY,
@@ -141,6 +147,8 @@ def validate_edge_spec(spec: EdgeSpec) -> None:
         raise ValueError(f"invalid health check path {c.path!r}")
     if spec.retry_after < 0:
         raise ValueError("retry_after must be >= 0")
+    if spec.cache is not None:
+        validate_cache(spec.cache)
 
 
 def chains(spec: EdgeSpec) -> dict[str, tuple[str, ...]]:
@@ -225,6 +233,8 @@ def _body(spec: EdgeSpec) -> str:
     out: list[str] = []
     out += _global(spec)
     out += _defaults(spec)
+    if spec.cache is not None:
+        out += cache_section(spec.cache)
     if spec.metrics_listen:
         out += _metrics(spec)
     out += _frontend(spec)
@@ -418,6 +428,12 @@ def _frontend(spec: EdgeSpec) -> list[str]:
         "    default_backend be_unknown",
     ]
     routing = [line if line.strip().startswith("acl ") else _only_routing(line) for line in lines]
+    if spec.cache is not None:  # after routing: the cache needs txn.home
+        tail = [
+            *cache_request_lines(spec.cache, spec.region),
+            *cache_response_lines(spec.region),
+            *tail,
+        ]
     return head + routing + tail
 
 

@@ -21,7 +21,7 @@ import structlog
 
 from skylift.edge.render import LATENCY_KEY, LATENCY_MAP, EdgeFiles, render_edge
 from skylift.edge.spec import EdgeSpec
-from skylift.lb.errors import RuntimeAPIError
+from skylift.lb.errors import HAProxyError, RuntimeAPIError
 from skylift.lb.process import HAProxyProcess, write_private
 from skylift.lb.runtime import RuntimeClient
 from skylift.lb.stats import ServerState
@@ -30,6 +30,8 @@ log = structlog.get_logger(__name__)
 
 _VERSION_RE = re.compile(r"New version created:\s*(\d+)")
 CHECK_BACKENDS = ("be_check_local", "be_check_peers")
+#: What the edge's operations raise, for callers kept apart from skylift.lb (the CLI).
+EdgeError = HAProxyError
 
 
 def _write_files(root: Path, files: dict[str, str]) -> None:
@@ -157,6 +159,24 @@ class Edge:
         reply = (await self.runtime.command(cmd)).strip()
         if reply:
             raise RuntimeAPIError(cmd, reply)
+
+    async def purge_cache(self) -> bool:
+        """Empty the edge cache: HAProxy 2.6 has no purge command, a reload starts a new one.
+
+        Reloads the config the edge already runs (so a caller without the token
+        keys, the CLI, changes nothing else); region health survives through the
+        server-state file. False when no edge runs in this state dir.
+        """
+        async with self._lock:
+            if await self.process.running_pid() is None:
+                return False
+            try:
+                before: str | None = await self.runtime.show_servers_state()
+            except RuntimeAPIError:
+                before = None  # health restarts from the checks: safe, just slower
+            await self.process.reload_installed(before)
+            log.info("edge.cache_purged", region=self.spec.region)
+            return True
 
     async def set_latency_best(self, region: str) -> None:
         """Anonymous requests in ``latency`` mode go to ``region`` from now on (live)."""

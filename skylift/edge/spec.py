@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from skylift.edge.cache import EdgeCache
 from skylift.regions.rules import Topology
 
 
@@ -49,3 +50,4 @@ class EdgeSpec:
     extra_countries: Mapping[str, str] = field(default_factory=dict)  # CIDR -> country
     retry_after: int = 2  # seconds advertised with the documented 503
     metrics_listen: str | None = None  # loopback HOST:PORT for the edge's Prometheus exporter
+    cache: EdgeCache | None = None  # declared-public paths cached at the edge (off: None)

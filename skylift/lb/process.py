@@ -353,6 +353,21 @@ class HAProxyProcess:
             info = await self._wait_ready(previous)
             log.info("haproxy.reloaded", pid=info.master_pid, reloads=info.reloads)
 
+    async def reload_installed(self, before: str | None = None) -> None:
+        """Reload the config already installed, unchanged: a fresh worker and nothing else.
+
+        Race-free against another process installing a newer config: the master
+        re-reads whatever file is there. (The edge cache's purge: see docs/edge-cache.md.)
+        """
+        async with self._lock:
+            if before is not None:
+                write_private(self.paths.server_state, before)
+            previous = await self.show_proc()
+            with contextlib.suppress(RuntimeAPIError):
+                await self.master_command("reload")
+            info = await self._wait_ready(previous)
+            log.info("haproxy.reloaded", pid=info.master_pid, reloads=info.reloads)
+
     async def stop(self, grace: float = 10.0) -> None:
         """Soft-stop (finish in-flight requests), then SIGTERM, then SIGKILL."""
         async with self._lock:

@@ -17,6 +17,7 @@ from typing import Any
 from skylift.config.base import split_listen
 from skylift.config.root import SkyliftConfig
 from skylift.config.settings import ApiSettings, HAProxySettings
+from skylift.edge.cache import EdgeCache
 from skylift.edge.spec import EdgeSpec, RegionCheck
 from skylift.regions.rules import RegionFacts, Topology
 
@@ -188,6 +189,21 @@ def edge_spec(
         extra_countries=dict(config.edge.extra_countries),
         retry_after=config.edge.retry_after,
         metrics_listen=region.edge.metrics,
+        cache=edge_cache(config),
+    )
+
+
+def edge_cache(config: SkyliftConfig) -> EdgeCache | None:
+    """The shared ``edge.cache`` as every region's edge renders it (None: off)."""
+    cache = config.edge.cache
+    if cache is None:
+        return None
+    return EdgeCache(
+        paths=tuple(cache.paths),
+        max_age=cache.max_age,
+        total_max_size=cache.total_max_size,
+        max_object_size=cache.max_object_size,
+        bypass_cookies=tuple(cache.bypass_cookies),
     )
 
 

@@ -22,6 +22,9 @@ OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table or json
 
 
 def register(app: typer.Typer) -> None:
+    from skylift.cli.replication import replication_app
+
+    region_app.add_typer(replication_app, name="replication")
     app.add_typer(region_app, name="region")
 
 

@@ -20,6 +20,7 @@ from skylift.config.base import (
     split_listen,
 )
 from skylift.config.regions import Region
+from skylift.config.replication import ReplicationSettings
 from skylift.config.service import ProcessBackend, Service
 from skylift.config.settings import (
     ApiSettings,
@@ -52,6 +53,9 @@ class SkyliftConfig(Model):
     )
     edge: EdgeSettings = EdgeSettings()
     failover: FailoverSettings = FailoverSettings()
+    replication: ReplicationSettings | None = Field(
+        None, description="opt-in cross-zone copies of opted-in users' rows (docs/replication.md)"
+    )
 
     @field_validator("project")
     @classmethod

@@ -178,6 +178,12 @@ def ensure_subscription(copy_url: str, pair: r.Pair, conninfo: str, timeout: flo
             why = drop_old_slot(current.conninfo, pair.subscription, timeout)
             if why is not None:
                 log.warning("replication_old_slot_kept", pair=pair.key, error=why)
+        if action == "create":
+            # a slot of this pair left on the publisher (a subscription dropped without it,
+            # a fallback server rebuilt) would refuse the new one, and keeps WAL: ours to free
+            why = drop_old_slot(conninfo, pair.subscription, timeout)
+            if why is not None:
+                raise r.ReplicationError(why)
         if action in ("create", "resync"):
             conn.execute(f"SET statement_timeout = {int(max(timeout, SUBSCRIBE_TIMEOUT) * 1000)}")
             conn.execute(

@@ -29,7 +29,10 @@ from skylift.regions.replication_sync import (
 from tests.fixtures.postgres import PostgresCluster, running_cluster
 from tests.polling import wait_for
 
-LOGICAL = "-c wal_level=logical -c max_wal_senders=10 -c max_replication_slots=10"
+LOGICAL = (
+    "-c wal_level=logical -c max_wal_senders=10 -c max_replication_slots=10 "
+    "-c wal_retrieve_retry_interval=500ms"  # workers (re)start sooner: a faster resync
+)
 HOME, FALLBACK = "eu-west", "us"
 PAIR = r.Pair(HOME, FALLBACK)
 
@@ -138,6 +141,15 @@ def test_new_publisher_empties_and_recopies(
     slots = query(home.dsn(), "SELECT slot_name FROM pg_replication_slots")
     assert slots == [(PAIR.subscription,)], slots  # the old slot was freed, the new one made
     assert sync(home, fallback, moved) == "ok"
+
+    # the subscription lost but its slot left on the publisher: the next pass recreates both
+    with psycopg.connect(fallback.dsn(PAIR.database), autocommit=True) as conn:
+        conn.execute(f"ALTER SUBSCRIPTION {PAIR.subscription} DISABLE")
+        conn.execute(f"ALTER SUBSCRIPTION {PAIR.subscription} SET (slot_name = NONE)")
+        conn.execute(f"DROP SUBSCRIPTION {PAIR.subscription}")
+        conn.execute("TRUNCATE users")
+    assert sync(home, fallback, moved) == "create"
+    wait_for(lambda: copy_rows(fallback) == before, 15, "re-copied after the lost subscription")
 
 
 def test_publisher_without_logical_wal_is_named(

@@ -280,9 +280,13 @@ async def keep_copies(
         return
     last: dict[str, str] = {}
     while not stop.is_set():
-        outcomes = await asyncio.to_thread(
-            reconcile_fallback, config, base_dir, fallback, settings.timeout
-        )
+        try:
+            outcomes = await asyncio.to_thread(
+                reconcile_fallback, config, base_dir, fallback, settings.timeout
+            )
+        except r.ReplicationError as exc:  # the config itself (names): said every pass
+            log.error("replication_failed", region=fallback, error=str(exc))
+            outcomes = []
         for outcome in outcomes:
             key = outcome.pair.key
             if outcome.error is not None:

@@ -144,3 +144,33 @@ def test_replication_config_is_off_unless_given() -> None:
     assert ReplicationSettings.model_validate({"every": "2s"}).every == 2.0
     with pytest.raises(ValueError, match="every"):
         ReplicationSettings.model_validate({"every": "0s"})
+
+
+async def test_the_daemon_loop_retries_each_pass_and_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from skylift.config.replication import ReplicationSettings
+    from skylift.regions import replication_sync
+
+    stop = asyncio.Event()
+    calls: list[str] = []
+
+    def one_pass(config: object, base: object, fallback: str, timeout: float) -> list[object]:
+        calls.append(fallback)
+        if len(calls) == 1:
+            raise r.ReplicationError("names collide")  # logged; the loop goes on
+        if len(calls) == 3:
+            stop.set()
+        pair = r.Pair("eu-west", fallback)
+        return [replication_sync.PairOutcome(pair, None, "eu-west: refused")]
+
+    monkeypatch.setattr(replication_sync, "reconcile_fallback", one_pass)
+
+    class Config:
+        replication = ReplicationSettings(every=0.01)
+
+    await asyncio.wait_for(
+        replication_sync.keep_copies(Config(), Path("."), "us", stop),  # type: ignore[arg-type]
+        5,
+    )
+    assert calls == ["us", "us", "us"]

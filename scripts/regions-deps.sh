@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What examples/regions.yaml needs on one host, started idempotently:
 #   - a PostgreSQL cluster per region on 127.0.0.1:5501-5504 (db `platform`, user `skylift`,
-#     trust on loopback only), wal_level=replica so a standby can stream from it;
+#     trust on loopback only), wal_level=logical so a standby can stream from it and opt-in
+#     copies (replication:, docs/replication.md) can be published;
 #   - eu-west's in-zone streaming standby on 5512 (pg_basebackup -R from 5502), the copy
 #     eu-central holds;
 #   - a Redis per region on 127.0.0.1:6501-6504 (no persistence: sessions and counters);
@@ -62,7 +63,7 @@ pg_start() {  # data dir, port, name
     return
   fi
   as_pg "$BIN/pg_ctl" start -D "$data" -w -t 60 -l "$STATE/log/postgres-$name.log" \
-    -o "-p $port -k $STATE/run -c listen_addresses=127.0.0.1 -c wal_level=replica -c max_wal_senders=5 -c hot_standby=on" >/dev/null
+    -o "-p $port -k $STATE/run -c listen_addresses=127.0.0.1 -c wal_level=logical -c max_wal_senders=10 -c hot_standby=on" >/dev/null
   echo "postgres $name: started on 127.0.0.1:$port"
 }
 

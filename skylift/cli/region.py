@@ -23,8 +23,10 @@ OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table or json
 
 def register(app: typer.Typer) -> None:
     from skylift.cli.edge_cache import register as register_cache
+    from skylift.cli.replication import replication_app
 
     register_cache(region_app)
+    region_app.add_typer(replication_app, name="replication")
     app.add_typer(region_app, name="region")
 
 

@@ -21,6 +21,7 @@ from skylift.config.base import (
     split_listen,
 )
 from skylift.config.regions import Region
+from skylift.config.replication import ReplicationSettings
 from skylift.config.service import ProcessBackend, Service
 from skylift.config.settings import (
     ApiSettings,
@@ -55,6 +56,9 @@ class SkyliftConfig(Model):
     failover: FailoverSettings = FailoverSettings()
     audit_aggregation: AuditAggregation | None = Field(
         None, description="cross-region audit aggregation (off unless set; regions opt in)"
+    )
+    replication: ReplicationSettings | None = Field(
+        None, description="opt-in cross-zone copies of opted-in users' rows (docs/replication.md)"
     )
 
     @field_validator("project")

@@ -21,6 +21,7 @@ import structlog
 from redis.asyncio import Redis
 
 from skylift.platform import peers
+from skylift.platform.copies import Copies
 from skylift.platform.db import Database
 from skylift.platform.directory import DirectoryPusher
 from skylift.platform.errors import POSTGRES_DOWN
@@ -74,6 +75,7 @@ class Regional:
     pusher: DirectoryPusher
     standby_users: Users | None = None
     standby: StandbyState | None = None
+    copies: Copies | None = None  # opt-in copies of other zones' users held here
 
     @property
     def topology(self) -> Topology:
@@ -150,6 +152,7 @@ async def open_regional(
     )
     if standby_db is not None:
         await standby_db.open()
+    regional.copies = Copies(settings.region, settings.database_url, redis, settings.pool_timeout)
     tasks = [
         asyncio.create_task(regional.pusher.run(), name="directory-pusher"),
         asyncio.create_task(regional.peer_keys.run(), name="peer-jwks"),
@@ -166,4 +169,5 @@ async def open_regional(
                 await task
         if standby_db is not None:
             await standby_db.close()
+        await regional.copies.close()
         await client.aclose()

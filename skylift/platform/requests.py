@@ -13,6 +13,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from skylift.platform.copies import CopyReadOnly
 from skylift.platform.errors import BadRequest, Misdirected, NoCopyHere, ReadOnly, Unavailable
 from skylift.platform.metrics import PlatformMetrics
 from skylift.platform.runtime import Platform
@@ -152,6 +153,9 @@ async def user_store(
         promoted=promoted,
     )
     if verdict == "misdirected" and route == "failover" and home in regional.topology:
+        copy = await opt_in_copy(request, home, user_id, write=write, audit=audit)
+        if copy is not None:
+            return copy
         # the edge failed the user over here, but nothing here may serve them
         zone = regional.topology.zone_of(home)
         raise NoCopyHere(home, zone, regional.region, p.settings.retry_after)
@@ -171,6 +175,37 @@ async def user_store(
     return regional.standby_users
 
 
+async def opt_in_copy(
+    request: Request, home: str, user_id: str | None, *, write: bool, audit: bool
+) -> Users | None:
+    """The user's opt-in copy held here, when the rules allow it (None: there is none).
+
+    A copy is a subscriber of the home's primary: reads only; a write is the
+    503 + Retry-After of :class:`CopyReadOnly` until the home region is back.
+    """
+    p = platform(request)
+    regional = p.regional
+    if regional is None or regional.copies is None or user_id is None:
+        return None
+    users = await regional.copies.users_for(home, user_id)
+    if users is None:
+        return None
+    verdict = serving_verdict(
+        regional.topology,
+        region=regional.region,
+        home=home,
+        home_failed_over=True,
+        opt_in_copy=True,
+    )
+    if verdict == "misdirected":
+        return None
+    if write:
+        raise CopyReadOnly(home, regional.region, p.settings.retry_after)
+    if audit:
+        await audit_outside_home(request, home, user_id, "opt_in_copy")
+    return users
+
+
 async def audit_outside_home(
     request: Request, home: str, user_id: str | None, verdict: str
 ) -> None:
@@ -184,6 +219,6 @@ async def audit_outside_home(
         home_region=home,
         method=request.method,
         path=request.url.path,
-        access="read_only" if verdict == "read_only" else "promoted_standby",
+        access=verdict if verdict in ("read_only", "opt_in_copy") else "promoted_standby",
         route=route,
     )

@@ -39,6 +39,7 @@ from skylift.regions.database import DatabaseError
 from skylift.regions.edge_state import read_edge_state, write_edge_state
 from skylift.regions.prewarm import HealthSource, Prewarmer
 from skylift.regions.promotion import PromotionError, fence_if_superseded, superseded_by
+from skylift.regions.replication_sync import keep_copies
 from skylift.regions.topology_file import ENV_NAMES, TOPOLOGY_FILE, topology_document
 
 if TYPE_CHECKING:
@@ -212,6 +213,11 @@ class RegionRuntime:
 
     async def start(self, controller: Controller) -> None:
         self._spawn(self._watch_promotion(controller), "promotion-watch")
+        if self.root.config.replication is not None:  # opt-in copies held here
+            self._spawn(
+                keep_copies(self.root.config, self.root.base_dir, self.name, self.stop_event),
+                "replication",
+            )
         if not self.with_edge:
             write_edge_state(self.state_dir, "disabled", reason=f"{EDGE_SWITCH}=off")
             return

@@ -323,6 +323,43 @@ class World:
                 ]
         return found
 
+    def rows_everywhere(self, email: str) -> dict[str, int]:
+        """``server/database`` -> rows with ``email``, in every database holding a users table
+        on every PostgreSQL server reachable now (primaries and the standby): where a
+        user's data is, opt-in copies (``skylift_copy_*``) included."""
+        servers = {**self.dsns, "eu-west@eu-central": self.standby_dsn}
+        found: dict[str, int] = {}
+        for name, dsn in servers.items():
+            if self.hosts.is_cut(name.split("@")[-1]):
+                continue
+            base = dsn.rsplit("/", 1)[0]
+            with psycopg.connect(dsn, connect_timeout=3) as conn:
+                names = [r[0] for r in conn.execute(
+                    "SELECT datname FROM pg_database WHERE datallowconn "
+                    "AND datname NOT IN ('template1', 'postgres')").fetchall()]  # fmt: skip
+            for database in names:
+                with psycopg.connect(f"{base}/{database}", connect_timeout=3) as conn:
+                    if conn.execute("SELECT to_regclass('users')").fetchone() == (None,):
+                        continue
+                    row = conn.execute(
+                        "SELECT count(*) FROM users WHERE email = %s", (email,)
+                    ).fetchone()
+                found[f"{name}/{database}"] = 0 if row is None else int(row[0])
+        return found
+
+    def copy_row(self, region: str, home: str, email: str) -> tuple[str | None, ...] | None:
+        """``(fallback_region, display_name)`` of ``email`` in ``region``'s copy of ``home``."""
+        database = "skylift_copy_" + home.replace("-", "_")
+        dsn = self.dsns[region].rsplit("/", 1)[0] + "/" + database
+        try:
+            with psycopg.connect(dsn, connect_timeout=3) as conn:
+                row = conn.execute(
+                    "SELECT fallback_region, display_name FROM users WHERE email = %s", (email,)
+                ).fetchone()
+        except psycopg.OperationalError:
+            return None  # no copy database yet
+        return None if row is None else tuple(row)
+
     def standby_display_name(self, email: str) -> str | None:
         """``display_name`` of ``email`` on eu-west's standby (what a failover reads)."""
         with psycopg.connect(self.standby_dsn, connect_timeout=3) as conn:
@@ -402,6 +439,7 @@ def world_config(hosts: RegionHosts, root: Path, sources: dict[str, str]) -> dic
             "extra_countries": {f"{addr}/32": country for country, addr in sources.items()},
         },
         "failover": {"prewarm": 0},  # 2 cores: no extra replica during the failover test
+        "replication": {"every": "2s", "timeout": "5s"},  # opt-in copies (docs/replication.md)
         "services": {
             "platform": {
                 "frontend": FRONTEND,

@@ -10,7 +10,9 @@ The world is started once for the module; the tests run in file order, on purpos
    back once a region is restored because nothing was promoted);
 5. eu-west killed, failover to eu-central's standby, then ``region promote``: one way
    (after it, failback is a deliberate switchover), so it comes after the sequences;
-6. the whole EU zone down (eu-central killed too), which needs eu-west down already.
+6. the whole EU zone down (eu-central killed too), which needs eu-west down already: the
+   opted-in users are served from their opt-in copies in us (issue 14), then eu-central
+   comes back and an opt-out removes the copy.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from tests.e2e.regions_hosts_support import (
     CHECK,
     FAILOVER_BOUND,
     HOME_OF_COUNTRY,
+    PASSWORD,
     REGIONS,
     Outcome,
     User,
@@ -44,6 +47,7 @@ from tests.e2e.regions_hosts_support import (
 )
 from tests.polling import wait_for
 from tests.regions.fixtures import REGIONS_GROUP, require_netns
+from tests.regions.services import STANDBY_PORT
 
 OK = (200, 201)
 
@@ -239,8 +243,10 @@ def settled(ask: Ask, got: Outcome, topology: Topology, up: set[str]) -> bool:
         return False
     if ask.how != "token" or decision.served == ask.user.home:
         return got.status == 200
-    # a region with no copy of the user (a same-zone region without the home's standby,
-    # or an opt-in fallback before the cross-region copy exists) answers the documented 503
+    if decision.served == ask.user.fallback:
+        return got.status == 200  # from the opt-in copy the fallback region holds
+    # a region with no copy of the user (a same-zone region without the home's standby)
+    # answers the documented 503
     holder = topology.standby_holder(ask.user.home)
     return got.status == 200 if decision.served == holder else got.documented_503
 
@@ -394,18 +400,60 @@ def test_eu_west_killed_fails_over_to_the_standby_then_promote(
 
 
 # --------------------------------------------------------------------------- 6
-def test_whole_eu_zone_down_refuses_unless_opted_in(world: World, people: People) -> None:
-    ada, eve = people.ada, people.eve
+def outside_eu(world: World, email: str) -> dict[str, int]:
+    """Rows of ``email`` on the us and asia servers, in every database (copies included)."""
+    return {
+        where: n
+        for where, n in world.rows_everywhere(email).items()
+        if where.split("/")[0] in ("us", "asia")
+    }
+
+
+def test_whole_eu_zone_down_serves_opted_in_users_from_their_copy(
+    world: World, people: People
+) -> None:
+    """Issue 14's replication "Done when": the opted-in user's row reaches the us copy within
+    seconds, is served from it with the whole EU down (writes 503), a user who did not opt
+    in has no row outside the EU before, during and after, and opting out removes the copy.
+    zed (eu-west, opted in to us at signup) also covers the resync after test 5's promotion:
+    her copy now follows eu-central's promoted standby."""
+    ada, bea, eve, zed = people.ada, people.bea, people.eve, people.zed
     if "eu-west" not in world.down_regions:
         world.kill("eu-west")
+    never = (ada, bea)  # never opted in: nothing of theirs outside the EU, at any time
+    for user in never:
+        assert set(outside_eu(world, user.email).values()) == {0}, user
     # eve opts in to us later: stored at home, in her tokens from the next refresh
     opt = world.request("PUT", "asia", "/me/failover", headers=eve.auth(),
                         json_body={"region": "us"})  # fmt: skip
+    opted_at = time.monotonic()
     assert opt.status == 200 and opt.region == "eu-central", opt
     assert "xr" not in claims(eve.access)
+    wait_for(lambda: world.copy_row("us", "eu-central", eve.email) == ("us", None), 10,
+             "eve's row in us's copy")  # fmt: skip
+    print(f"opt-in to row in the us copy: {time.monotonic() - opted_at:.2f} s")
     assert world.refresh(eve, "asia").status == 200
     assert claims(eve.access)["xr"] == "us"
     eve.fallback = "us"
+
+    # zed's copy was re-synchronised from the promoted standby (a new slot there): a write
+    # at her new primary reaches us
+    # a fresh access token (xr = us): the login goes to eu-west's failover, eu-central
+    login = world.request("POST", "us", "/auth/login", cookies={"skylift_region": "eu-west"},
+                          json_body={"email": zed.email, "password": PASSWORD})  # fmt: skip
+    assert (login.status, login.region) == (200, "eu-central"), login
+    zed.access = login.body["access_token"]
+    wrote = world.request("PATCH", "asia", "/me", headers=zed.auth(),
+                          json_body={"display_name": "zed after promote"})  # fmt: skip
+    assert (wrote.status, wrote.region) == (200, "eu-central"), wrote
+    wait_for(lambda: world.copy_row("us", "eu-west", zed.email) == ("us", "zed after promote"),
+             15, "zed's write at the promoted standby in us's copy")  # fmt: skip
+    status = json.loads(world.skylift(None, "region", "replication", "status", "-o",
+                                      "json").stdout)["pairs"]  # fmt: skip
+    print(f"replication status: {json.dumps(status)}")
+    pair = status["eu-west->us"]
+    assert pair["state"] == "streaming" and pair["rows"] >= 1, pair
+    assert pair["publisher"].endswith(f":{STANDBY_PORT}/platform"), pair  # the promoted one
 
     world.kill("eu-central")
     for edge in ("us", "asia"):
@@ -420,14 +468,33 @@ def test_whole_eu_zone_down_refuses_unless_opted_in(world: World, people: People
                 assert got.documented_503, got  # never served in us or asia
                 assert got.region is None and got.body["zone"] == "eu", got
                 assert got.body["home_region"] == "eu-west", got
-    # the opted-in user is routed to her fallback; us holds no copy of her data (the
-    # cross-region replication issue's part), so its platform answers the documented 503
-    got = wait_for(lambda: (r := world.me(eve, "asia")).region == "us" and r, 10, "eve to us")
-    print(f"opted-in eve through asia's edge with the EU down: {got.status} {got.region} "
-          f"{got.route} {got.body}")  # fmt: skip
-    assert (got.region, got.route) == ("us", "failover"), got
-    assert got.documented_503 and got.body["home_region"] == eve.home, got
-    # no row of either outside the EU
-    for user in (ada, eve):
-        rows = world.rows(user.email)
-        assert rows["us"] == [] and rows["asia"] == [], rows
+    # the opted-in users are routed to their fallback, which serves reads from the copy
+    for user, name in ((eve, None), (zed, "zed after promote")):
+        got = wait_for(lambda u=user: (r := world.me(u, "asia")).status == 200 and r,  # type: ignore[misc]
+                       10, f"{user.email} served in us")  # fmt: skip
+        assert (got.region, got.route) == ("us", "failover"), got
+        assert got.body["home_region"] == user.home and got.body["email"] == user.email, got
+        assert got.body["display_name"] == name, got
+        # through the edge that already routes the reads to us (another edge may still be
+        # noticing eu-central's death: its documented 503 meanwhile)
+        write = wait_for(
+            lambda u=user: (w := world.request("PATCH", "asia", "/me", headers=u.auth(),  # type: ignore[misc]
+                            json_body={"display_name": "no"})).region == "us" and w,
+            10, f"{user.email}'s write answered in us",
+        )  # fmt: skip
+        assert write.status == 503 and write.retry_after, write
+        assert write.body["served_from"] == "opt_in_copy", write
+    assert world.served_outside_home("us", "eu-central", "opt_in_copy") >= 1
+    for user in never:  # during the outage
+        assert set(outside_eu(world, user.email).values()) == {0}, user
+
+    # after: eu-central back (it holds eu-west's promoted primary too); eve opts out at home
+    world.up("eu-central")
+    wait_for(lambda: world.me(eve, "asia").region == "eu-central", 15, "eve back home")
+    out = world.request("PUT", "asia", "/me/failover", headers=eve.auth(),
+                        json_body={"region": None})  # fmt: skip
+    assert out.status == 200 and out.region == "eu-central", out
+    wait_for(lambda: world.copy_row("us", "eu-central", eve.email) is None, 10, "copy removed")
+    assert set(outside_eu(world, eve.email).values()) == {0}
+    for user in never:
+        assert set(outside_eu(world, user.email).values()) == {0}, user

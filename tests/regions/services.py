@@ -123,7 +123,7 @@ def _start_cluster(
     address = hosts.address(region)
     options = (
         f"-p {port} -k {sockets} -c listen_addresses='127.0.0.1,{address}' {_FAST} "
-        "-c wal_level=replica -c max_wal_senders=10 -c hot_standby=on "
+        "-c wal_level=logical -c max_wal_senders=10 -c hot_standby=on "
         "-c wal_receiver_timeout=5s -c wal_retrieve_retry_interval=500ms"
     )
     argv = [pg.bin("pg_ctl"), "start", "-D", str(data), "-w", "-t", "60",

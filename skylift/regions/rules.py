@@ -187,8 +187,9 @@ def serving_verdict(
 
     ``serve`` when it is the user's home (or holds the promoted primary of
     it); ``read_only`` when it holds the in-zone standby and the home is failed
-    over (writes wait for ``region promote``); ``serve`` for an authorised
-    opt-in copy during a failover; otherwise ``misdirected`` (421), so a
+    over (writes wait for ``region promote``); ``read_only`` too for an
+    authorised opt-in copy during a failover (a copy is a logical-replication
+    subscriber: writes wait for the home); otherwise ``misdirected`` (421), so a
     routing bug can never write a row outside the user's jurisdiction.
     ``promoted`` maps a home region to the region whose standby was promoted.
     """
@@ -202,5 +203,5 @@ def serving_verdict(
     if owner == home and topology.standby_holder(home) == region:
         return "read_only"
     if opt_in_copy:
-        return "serve"
+        return "read_only"
     return "misdirected"

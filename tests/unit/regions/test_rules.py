@@ -66,6 +66,9 @@ def test_serving_verdict() -> None:
     verdict = serving_verdict
     assert verdict(TOPOLOGY, region="eu-west", home="eu-west", home_failed_over=False) == "serve"
     assert verdict(TOPOLOGY, region="us", home="eu-west", home_failed_over=True) == "misdirected"
+    copy = {"region": "us", "home": "eu-west", "opt_in_copy": True}
+    assert verdict(TOPOLOGY, **copy, home_failed_over=True) == "read_only"  # a copy takes no writes
+    assert verdict(TOPOLOGY, **copy, home_failed_over=False) == "misdirected"
     args = {"region": "eu-central", "home": "eu-west"}
     assert verdict(TOPOLOGY, **args, home_failed_over=False) == "misdirected"
     assert verdict(TOPOLOGY, **args, home_failed_over=True) == "read_only"
@@ -127,3 +130,5 @@ def test_random_outages_never_move_a_user_out_of_zone(
                 assert verdict == ("read_only" if standby else "misdirected")
             elif d.served == d.home:
                 assert verdict == "serve"
+            else:  # cross-zone: only an opted-in user's copy, and it takes no writes
+                assert verdict == "read_only"

@@ -27,7 +27,10 @@ POLICY: dict[str, Any] = {
         {
             "kind": "threshold",
             "metric": "p95_latency",
-            "above": "250ms",
+            # far above what 5 ms requests take even on a starved host: this test is about
+            # p95 going MISSING, not about latency adding a replica (CI: a busy host's
+            # 250 ms p95 once made it 4)
+            "above": "2s",
             "change": "+1",
             "group": "load",
         },

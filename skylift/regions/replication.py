@@ -206,7 +206,7 @@ def publisher_problem(home: str, wal_level: str | None, identity: str | None) ->
     if identity != "f":
         return (
             f"{home}'s users table is not REPLICA IDENTITY FULL: run the platform's "
-            "migrations (p0003_replication)"
+            "migrations (p0004_replication)"
         )
     return None
 

@@ -11,6 +11,7 @@ from pydantic import (
     model_validator,
 )
 
+from skylift.config.backup_targets import shared_backup_targets
 from skylift.config.base import (
     _NAME_HINT,
     _NAME_RE,
@@ -90,6 +91,13 @@ class SkyliftConfig(Model):
         if not edged:
             return self
         problems = region_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _backups_stay_apart(self) -> SkyliftConfig:
+        problems = shared_backup_targets(self.regions)  # no two regions share a chat or bot
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -1,0 +1,115 @@
+"""``skylift backup run --region all``: each region to its own chat, in parallel; one region's
+failure does not stop the others; regions sharing a bot or a chat are refused (exit 3)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import EU_CHAT, ROOT, US_CHAT, Deployment, make_database, region_block
+
+from skylift.backup.keys import RegionKey
+from tests.fakes.telegram_bot_api import FakeBotApi
+from tests.fixtures.postgres import PostgresCluster
+
+ASIA_CHAT = -100333
+
+
+@pytest.fixture
+def three_regions(
+    tmp_path: Path, fake_api: FakeBotApi, postgres_cluster: PostgresCluster
+) -> Deployment:
+    """eu and us with real databases; asia whose database does not exist. Each has its own
+    bot, chat and key (keys made in-process: `keygen` is covered by the round-trip tests)."""
+    root = tmp_path / "site"
+    root.mkdir()
+    deployment = Deployment(root, fake_api, postgres_cluster, {})
+    for name, chat in (("eu", EU_CHAT), ("us", US_CHAT), ("asia", ASIA_CHAT)):
+        dsn = (
+            postgres_cluster.dsn(f"absent_{uuid.uuid4().hex[:8]}")
+            if name == "asia"
+            else make_database(postgres_cluster, rows=1500)
+        )
+        var = f"{name.upper()}_TOKEN"
+        deployment.regions[name] = region_block(
+            fake_api, dsn, chat, var, name, part_size="128Ki", min_interval="200ms"
+        )
+        deployment.env[var] = deployment.tokens[name] = fake_api.add_bot([chat])
+        RegionKey.generate(name).write_new(root / "keys" / f"{name}.key")
+    deployment.write()
+    return deployment
+
+
+def test_every_region_goes_to_its_own_chat_and_a_failure_stops_no_other(
+    three_regions: Deployment,
+) -> None:
+    deployment = three_regions
+    run = deployment.cli("run", "--region", "all", "-o", "json", check=False)
+    assert run.returncode == 1, run.stderr
+    result = json.loads(run.stdout)
+    assert result["ok"] is False and result["failed"] == ["asia"]
+    regions = result["regions"]
+    assert set(regions) == {"eu", "us", "asia"}
+    assert "absent_" in regions["asia"]["error"]  # the refusal, naming the missing database
+    for name, chat in (("eu", EU_CHAT), ("us", US_CHAT)):
+        backup = regions[name]["backup"]
+        assert regions[name]["ok"] and backup["id"].startswith(f"{name}-")
+        assert backup["region"] == name and backup["parts"] >= 2
+        messages = deployment.fake.messages(chat)
+        # this region's parts and manifest, all in its own chat, nothing of any other region
+        assert len(messages) == backup["parts"] + 1
+        assert {m.file_name.split(".")[0] for m in messages} == {backup["id"]}
+        assert messages[-1].file_name == f"{backup['id']}.manifest"
+    assert deployment.fake.messages(ASIA_CHAT) == []
+    assert "eu: done" in run.stderr and "asia: FAILED" in run.stderr
+
+
+def test_a_shared_bot_or_chat_exits_3_naming_both_regions(tmp_path: Path) -> None:
+    """Refused before any database or Bot API is touched (both addresses lead nowhere)."""
+    eu, us = "EU_TOKEN", "US_TOKEN"
+    regions = {
+        name: {
+            "database_url": f"postgresql://app@127.0.0.1:1/{name}",
+            "backup": {
+                "telegram": {
+                    "bot_token_env": var,
+                    "chat_id": chat,
+                    "api_url": "http://127.0.0.1:1",
+                },
+                "key_file": f"keys/{name}.key",
+            },
+        }
+        for name, var, chat in (("eu", eu, EU_CHAT), ("us", us, US_CHAT))
+    }
+    config = tmp_path / "skylift.yaml"
+    env = {**os.environ, eu: "123:same-bot", us: "123:same-bot", "PYTHONPATH": str(ROOT)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        config.write_text(yaml.safe_dump({"regions": regions}))
+        done = subprocess.run(
+            [sys.executable, "-m", "skylift", "backup", "run", "-c", str(config), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert "same-bot" not in done.stdout + done.stderr  # the token is never shown
+        return done
+
+    for region in ("all", "us"):  # two variables, one bot: found when the tokens are read
+        run = cli("--region", region)
+        assert run.returncode == 3, run.stderr
+        assert "regions eu and us use the same bot token (the same token value" in run.stderr
+
+    env[us] = "456:other-bot"
+    regions["us"]["backup"]["telegram"]["chat_id"] = str(EU_CHAT)  # the same chat, spelt apart
+    run = cli("--region", "all")
+    assert run.returncode == 3
+    assert "regions eu and us back up to the same chat" in run.stderr
+    assert "regions.us.backup.telegram.chat_id" in run.stderr

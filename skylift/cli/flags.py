@@ -71,7 +71,12 @@ def diff(
         )
     if len(names) < 2:
         raise fail("flags diff compares at least two regions", EXIT_USAGE)
-    urls = {n: flags_database(loaded, n) for n in names}
+    from skylift.regions.promotion import PromotionError
+
+    try:
+        urls = {n: flags_database(loaded, n) for n in names}
+    except PromotionError as exc:
+        raise fail(str(exc), EXIT_FAILURE) from None
 
     def read(name: str) -> object:
         try:

@@ -88,9 +88,12 @@ def token_digests(contexts: Mapping[str, RegionContext]) -> tuple[dict[str, str]
     return digests, missing
 
 
-def shared_tokens(contexts: Mapping[str, RegionContext], digests: Mapping[str, str]) -> list[str]:
-    """Pairs of regions whose tokens are the same value or the same file (after symlinks)."""
-    problems: list[str] = []
+def shared_tokens(
+    contexts: Mapping[str, RegionContext], digests: Mapping[str, str]
+) -> list[tuple[str, str, str]]:
+    """Pairs of regions whose tokens are the same value or the same file (after symlinks):
+    ``(first, second, message)``."""
+    problems: list[tuple[str, str, str]] = []
     by_digest: dict[str, str] = {}
     by_file: dict[Path, str] = {}
     for name in sorted(contexts):
@@ -99,14 +102,14 @@ def shared_tokens(contexts: Mapping[str, RegionContext], digests: Mapping[str, s
             path = (contexts[name].base_dir / telegram.bot_token_file).resolve()
             first = by_file.setdefault(path, name)
             if first != name:
-                problems.append(_shared_token(first, name, f"the same file {path}"))
+                problems.append((first, name, _shared_token(first, name, f"the same file {path}")))
                 continue
         digest = digests.get(name)
         if digest is None:
             continue
         first = by_digest.setdefault(digest, name)
         if first != name:
-            problems.append(_shared_token(first, name, "the same token value"))
+            problems.append((first, name, _shared_token(first, name, "the same token value")))
     return problems
 
 
@@ -169,7 +172,8 @@ def check_apart(
     """Raise :class:`SharedBackupTarget` if two regions share a bot or chat; returns the
     regions whose token cannot be read (region -> error), which cannot run."""
     digests, missing = token_digests(contexts)
-    problems = shared_tokens(contexts, digests) + shared_chats(contexts, set(digests), resolve)
+    problems = [p[2] for p in shared_tokens(contexts, digests)]
+    problems += shared_chats(contexts, set(digests), resolve)
     if problems:
         raise SharedBackupTarget("; ".join(problems))
     return missing
@@ -182,7 +186,7 @@ def check_region_apart(loaded: LoadedConfig, name: str) -> None:
     if name not in contexts:
         return
     digests, _ = token_digests(contexts)
-    problems = [p for p in shared_tokens(contexts, digests) if f" {name} " in f" {p} "]
+    problems = [p[2] for p in shared_tokens(contexts, digests) if name in p[:2]]
     if problems:
         raise SharedBackupTarget("; ".join(problems))
 

@@ -122,3 +122,23 @@ def test_a_shared_bot_or_chat_exits_3_naming_both_regions(tmp_path: Path) -> Non
     assert code == 3
     assert "regions eu and us back up to the same chat" in err
     assert "regions.us.backup.telegram.chat_id" in err
+
+
+def test_a_channel_name_that_is_another_regions_chat_is_found_through_the_bot_api(
+    tmp_path: Path, fake_api: FakeBotApi
+) -> None:
+    """'@eu_backups' and -100222 pass the config check, but getChat resolves one to the other."""
+    fake_api.name_chat(US_CHAT, "@EU_backups")
+    tokens = {"EU_TOKEN": fake_api.add_bot([US_CHAT]), "US_TOKEN": fake_api.add_bot([US_CHAT])}
+    regions = {
+        name: region_block(fake_api, f"postgresql://app@127.0.0.1:1/{name}", chat, var, name)
+        for name, chat, var in (("eu", "@eu_backups", "EU_TOKEN"), ("us", US_CHAT, "US_TOKEN"))
+    }
+    config = tmp_path / "skylift.yaml"
+    config.write_text(yaml.safe_dump({"regions": regions}))
+    result = CliRunner().invoke(
+        app, ["backup", "run", "-c", str(config), "--region", "all"], env=tokens
+    )
+    assert result.exit_code == 3, result.output
+    assert f"regions eu and us back up to the same chat ({US_CHAT} on" in result.stderr
+    assert fake_api.calls["getChat"] == 1 and fake_api.calls.get("sendDocument", 0) == 0

@@ -22,6 +22,7 @@ from skylift.cli import apply as cli_apply
 from skylift.cli import autoscale as cli_autoscale
 from skylift.cli import backup as cli_backup
 from skylift.cli import event as cli_event
+from skylift.cli import flags as cli_flags
 from skylift.cli import forecast as cli_forecast
 from skylift.cli import geoip as cli_geoip
 from skylift.cli import load as cli_load
@@ -528,6 +529,7 @@ cli_autoscale.register(app)
 cli_apply.register(app)
 cli_geoip.register(app)
 cli_region.register(app)
+cli_flags.register(app)
 
 
 def main() -> None:

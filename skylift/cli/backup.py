@@ -102,8 +102,26 @@ def run(
     fresh: Annotated[bool, typer.Option(help="do not resume an interrupted backup")] = False,
     prune: Annotated[bool, typer.Option(help="apply the retention policy afterwards")] = True,
     output: OutputOpt = Output.table,
+    parallel: Annotated[
+        int, typer.Option(min=1, help="--region all: regions backed up at once")
+    ] = 4,
+    timeout: Annotated[
+        float, typer.Option(help="--region all: seconds one region may take before it is killed")
+    ] = 6 * 3600.0,
 ) -> None:
-    """Dump the region's database and upload it, encrypted, to the region's chat."""
+    """Dump the region's database and upload it, encrypted, to the region's chat.
+
+    ``--region all``: every region with a backup section, each to its own chat with its
+    own key, in parallel; a failed region does not stop the others (exit 1 if any failed).
+    """
+    from skylift.cli import backup_all
+
+    if region == "all":
+        backup_all.run_all_regions(
+            ctx_, config, output, fresh=fresh, prune=prune, parallel=parallel, timeout=timeout
+        )
+        return
+    backup_all.check_region_token(load_or_exit(config), region)
     _hand_over(ctx_, config, region, "run", output, fresh=fresh, prune=prune)
 
 

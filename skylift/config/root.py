@@ -12,6 +12,7 @@ from pydantic import (
 )
 
 from skylift.config.audit_aggregation import AuditAggregation, aggregation_problems
+from skylift.config.backup_targets import shared_backup_targets
 from skylift.config.base import (
     _NAME_HINT,
     _NAME_RE,
@@ -105,6 +106,13 @@ class SkyliftConfig(Model):
     @model_validator(mode="after")
     def _audit_aggregation_fits(self) -> SkyliftConfig:
         problems = aggregation_problems(self.audit_aggregation, set(self.edged_regions))
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _backups_stay_apart(self) -> SkyliftConfig:
+        problems = shared_backup_targets(self.regions)  # no two regions share a chat or bot
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -92,6 +92,7 @@ class FakeBotApi:
         self.clock_offset = 0.0
         self.bots: dict[str, int] = {}
         self.chats: dict[str, Chat] = {}
+        self.usernames: dict[str, str] = {}  # '@name' (lowercase) -> the chat's numeric id
         self.files: dict[str, StoredFile] = {}
         self.faults: dict[str, deque[str]] = defaultdict(deque)
         self.calls: dict[str, int] = defaultdict(int)
@@ -118,6 +119,11 @@ class FakeBotApi:
             for chat in chats:
                 self.chats.setdefault(str(chat), Chat(str(chat))).members.add(bot_id)
         return token
+
+    def name_chat(self, chat: int | str, username: str) -> None:
+        """Give a chat a public '@username' that resolves to it, as a channel's does."""
+        with self.lock:
+            self.usernames[username.lower()] = str(chat)
 
     def inject(self, method: str, *faults: str) -> None:
         """Answer the next calls of ``method`` with these faults, in order."""
@@ -157,7 +163,8 @@ class FakeBotApi:
         return result
 
     def _chat_for(self, bot_id: int, params: dict[str, Any]) -> Chat | tuple[int, Any]:
-        chat = self.chats.get(str(params.get("chat_id", "")))
+        wanted = str(params.get("chat_id", ""))
+        chat = self.chats.get(self.usernames.get(wanted.lower(), wanted))
         if chat is None or bot_id not in chat.members:
             return _error(400, "Bad Request: chat not found")
         return chat

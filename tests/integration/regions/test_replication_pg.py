@@ -1,6 +1,6 @@
 """Opt-in replication between two real PostgreSQL servers: a home primary and a fallback.
 
-The home's platform schema is migrated for real (p0003 sets REPLICA IDENTITY
+The home's platform schema is migrated for real (p0004 sets REPLICA IDENTITY
 FULL); the reconcile steps of :mod:`skylift.regions.replication_sync` build the
 publication, the copy database and the subscription. Checked: only opted-in
 rows cross, an update follows, opting out deletes the copy, a non-opted user
@@ -89,6 +89,13 @@ def copy_rows(fallback: PostgresCluster) -> dict[str, str | None]:
     return {str(e): d for e, d in rows}
 
 
+def opted_in(home: PostgresCluster) -> set[str]:
+    rows = query(
+        home.dsn("platform"), "SELECT email FROM users WHERE fallback_region = %s", FALLBACK
+    )
+    return {str(e) for (e,) in rows}
+
+
 def test_only_opted_in_rows_cross_and_opt_out_removes_them(
     servers: tuple[PostgresCluster, PostgresCluster],
 ) -> None:
@@ -131,9 +138,15 @@ def test_new_publisher_empties_and_recopies(
 ) -> None:
     """What `region promote` causes: the subscription follows another server (conninfo)."""
     home, fallback = servers
+    # its own opted-in user: xdist may run this test on a worker (and servers) of its own
+    add_user(home.dsn("platform"), f"moved-{uuid.uuid4().hex[:8]}@example.test", FALLBACK)
     sync(home, fallback)
+    wait_for(
+        lambda: copy_rows(fallback) and set(copy_rows(fallback)) == opted_in(home),
+        15,
+        "the copy before the move",
+    )
     before = copy_rows(fallback)
-    assert before
     # the same server under another address stands in for the promoted standby
     moved = f"postgresql://skylift@localhost:{home.port}/platform"
     assert sync(home, fallback, moved) == "resync"

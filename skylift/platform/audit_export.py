@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import os
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,10 +34,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from skylift.platform import audit, peers
+from skylift.platform import audit
 from skylift.platform.db import Conn
-from skylift.platform.errors import AuthError, BadRequest, Forbidden, Misdirected
-from skylift.platform.requests import platform
+from skylift.platform.errors import BadRequest, Forbidden
+from skylift.platform.requests import platform, signed_peer_object
 
 EXPORT_PATH = "/internal/audit/export"
 #: the only fields of a record that leave its region
@@ -175,29 +173,15 @@ def _int(body: dict[str, Any], name: str, low: int, high: int, default: int) -> 
 
 
 async def export_route(request: Request) -> Response:
-    """``POST /internal/audit/export``: signed by a peer, answered only by an opted-in region."""
+    """``POST /internal/audit/export``: signed by a peer, answered only by an opted-in region.
+
+    Routed to a failover region (``to`` is not this one): 421, not its log to give.
+    """
     p = platform(request)
-    regional = p.regional
-    if regional is None:
+    body = await signed_peer_object(request, EXPORT_PATH)
+    if body is None or p.regional is None:
         return JSONResponse({"error": "not found"}, status_code=404)
-    raw = await request.body()
-    if not peers.verify(
-        regional.peer_key,
-        request.headers.get(peers.SIGNATURE),
-        method="POST",
-        path=EXPORT_PATH,
-        body=raw,
-        now=int(time.time()),
-    ):
-        raise AuthError("invalid peer signature")
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise BadRequest("send a JSON object") from None
-    if not isinstance(body, dict):
-        raise BadRequest('send {"from", "to", "after", "limit", "verify"}')
-    if body.get("to") != regional.region:  # routed to a failover region: not its log to give
-        raise Misdirected(str(body.get("to")), regional.region)
+    regional = p.regional
     aggregation = regional.regions.audit
     if aggregation is None or regional.region not in aggregation.sources:
         raise Forbidden(f"audit export is off in {regional.region} (it did not opt in)")

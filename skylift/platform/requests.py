@@ -8,13 +8,23 @@ may serve that user, and from which database.
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from typing import Any
 
 from starlette.requests import Request
 
+from skylift.platform import peers
 from skylift.platform.copies import CopyReadOnly
-from skylift.platform.errors import BadRequest, Misdirected, NoCopyHere, ReadOnly, Unavailable
+from skylift.platform.errors import (
+    AuthError,
+    BadRequest,
+    Misdirected,
+    NoCopyHere,
+    ReadOnly,
+    Unavailable,
+)
 from skylift.platform.metrics import PlatformMetrics
 from skylift.platform.runtime import Platform
 from skylift.platform.tokens import AccessClaims, bearer, unverified_kid, verify_access
@@ -47,6 +57,36 @@ async def json_object(request: Request) -> dict[str, Any]:
         raise BadRequest("send a JSON object") from None
     if not isinstance(body, dict):
         raise BadRequest("send a JSON object")
+    return body
+
+
+async def signed_peer_object(request: Request, path: str) -> dict[str, Any] | None:
+    """A peer region's signed POST body as a JSON object, addressed to this region.
+
+    None on a single-region platform (the caller answers 404); 401 for a bad
+    signature; 421 when ``to`` names another region (a failover routed it here).
+    """
+    regional = platform(request).regional
+    if regional is None:
+        return None
+    raw = await request.body()
+    if not peers.verify(
+        regional.peer_key,
+        request.headers.get(peers.SIGNATURE),
+        method="POST",
+        path=path,
+        body=raw,
+        now=int(time.time()),
+    ):
+        raise AuthError("invalid peer signature")
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise BadRequest("send a JSON object") from None
+    if not isinstance(body, dict):
+        raise BadRequest("send a JSON object")
+    if body.get("to") != regional.region:
+        raise Misdirected(str(body.get("to")), regional.region)
     return body
 
 

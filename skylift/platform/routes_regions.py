@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import httpx
@@ -12,9 +11,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from skylift.platform import directory, peers
-from skylift.platform.errors import AuthError, BadRequest, Misdirected, Unavailable
+from skylift.platform.errors import AuthError, BadRequest, Unavailable
 from skylift.platform.regional import Regional
-from skylift.platform.requests import caller, fallback_choice, json_object, platform, user_store
+from skylift.platform.requests import (
+    caller,
+    fallback_choice,
+    json_object,
+    platform,
+    signed_peer_object,
+    user_store,
+)
 from skylift.regions.rules import failover_chain
 
 log = structlog.get_logger("skylift.platform")
@@ -96,30 +102,17 @@ async def put_failover(request: Request) -> Response:
 
 
 async def receive_directory(request: Request) -> Response:
-    """``POST /internal/directory``: entries pushed by a peer (signed); an idempotent upsert."""
+    """``POST /internal/directory``: entries pushed by a peer (signed); an idempotent upsert.
+
+    A push routed elsewhere (a failover) is refused with 421: the sender retries.
+    """
     p = platform(request)
-    regional = p.regional
-    if regional is None:
+    body = await signed_peer_object(request, directory.PUSH_PATH)
+    if body is None or p.regional is None:
         return JSONResponse({"error": "not found"}, status_code=404)
-    raw = await request.body()
-    if not peers.verify(
-        regional.peer_key,
-        request.headers.get(peers.SIGNATURE),
-        method="POST",
-        path=directory.PUSH_PATH,
-        body=raw,
-        now=int(time.time()),
-    ):
-        raise AuthError("invalid peer signature")
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise BadRequest("send a JSON object") from None
-    if not isinstance(body, dict) or not isinstance(body.get("entries"), list):
+    regional = p.regional
+    if not isinstance(body.get("entries"), list):
         raise BadRequest('send {"to", "entries": [{"email_hash", "home_region"}]}')
-    to = body.get("to")
-    if to != regional.region:  # routed elsewhere (a failover): refuse, the sender retries
-        raise Misdirected(str(to), regional.region)
     entries: list[tuple[str, str]] = []
     for item in body["entries"]:
         if not isinstance(item, dict):

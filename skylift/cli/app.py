@@ -35,7 +35,9 @@ from skylift.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
+    ConfigOpt,
     Output,
+    OutputOpt,
     RegionOpt,
     emit,
     fail,
@@ -55,11 +57,6 @@ app = typer.Typer(
 config_app = typer.Typer(help="Validate the config or print its JSON Schema.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
-ConfigOpt = Annotated[
-    Path,
-    typer.Option("--config", "-c", envvar="SKYLIFT_CONFIG", help="skylift.yaml to use"),
-]
-OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table or json")]
 RegionsOpt = Annotated[
     str | None,
     typer.Option(

@@ -12,17 +12,13 @@ from typing import Annotated
 
 import typer
 
-from skylift.cli.common import Output, RegionOpt, emit, fail, load_or_exit
+from skylift.cli.common import ConfigOpt, Output, OutputOpt, RegionOpt, emit, fail, load_or_exit
 
 autoscale_app = typer.Typer(
     help="Pause or resume a service's autoscaling (kept across restarts).", no_args_is_help=True
 )
 
 ServiceArg = Annotated[str, typer.Argument(help="service name")]
-ConfigOpt = Annotated[
-    Path, typer.Option("--config", "-c", envvar="SKYLIFT_CONFIG", help="skylift.yaml to use")
-]
-OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table or json")]
 
 
 def _set(

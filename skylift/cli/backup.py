@@ -22,7 +22,9 @@ import typer
 
 from skylift.cli.common import (
     EXIT_USAGE,
+    ConfigOpt,
     Output,
+    OutputOpt,
     emit,
     fail,
     load_or_exit,
@@ -34,10 +36,6 @@ backup_app = typer.Typer(
     no_args_is_help=True,
 )
 
-ConfigOpt = Annotated[
-    Path, typer.Option("--config", "-c", envvar="SKYLIFT_CONFIG", help="skylift.yaml to use")
-]
-OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table or json")]
 RegionOpt = Annotated[str, typer.Option("--region", "-r", help="the region (from `regions:`)")]
 
 

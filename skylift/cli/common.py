@@ -30,6 +30,13 @@ class Output(enum.StrEnum):
     json = "json"
 
 
+#: the options most commands share
+ConfigOpt = Annotated[
+    Path, typer.Option("--config", "-c", envvar="SKYLIFT_CONFIG", help="skylift.yaml to use")
+]
+OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table or json")]
+
+
 def fail(message: str, code: int = EXIT_FAILURE) -> typer.Exit:
     """One ``error: ...`` line on stderr, and the exit to raise."""
     typer.echo(f"error: {message}", err=True)
@@ -65,6 +72,14 @@ def load_or_exit(
     from skylift.regions.config import region_config
 
     return LoadedConfig(config=region_config(loaded.config, region), path=loaded.path)
+
+
+def load_regions_or_exit(path: Path) -> LoadedConfig:
+    """The config of a multi-region file; exit 2 when it defines no region with an edge."""
+    loaded = load_or_exit(path)
+    if not loaded.config.edged_regions:
+        raise fail(f"{path} defines no region with an edge", EXIT_USAGE)
+    return loaded
 
 
 def emit(data: Any, output: Output, table: str) -> None:

@@ -17,20 +17,13 @@ from typing import Annotated, Any
 
 import typer
 
-from skylift.cli.common import EXIT_USAGE, Output, fail, load_or_exit
+from skylift.cli.common import EXIT_USAGE, ConfigOpt, Output, OutputOpt, fail, load_or_exit
 from skylift.units import parse_duration
 
 event_app = typer.Typer(
     help="Scaling events: raise a service's floor or multiply its load for a while.",
     no_args_is_help=True,
 )
-
-
-ConfigOpt = Annotated[
-    Path,
-    typer.Option("--config", "-c", envvar="SKYLIFT_CONFIG", help="skylift.yaml to use"),
-]
-OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table or json")]
 
 
 def parse_when(text: str, now: float) -> float:

@@ -16,16 +16,12 @@ from typing import Annotated
 
 import typer
 
-from skylift.cli.common import EXIT_FAILURE, EXIT_USAGE, Output, emit, fail, load_or_exit
+from skylift.cli.common import EXIT_FAILURE, EXIT_USAGE, ConfigOpt, Output, emit, fail, load_or_exit
 from skylift.config import LoadedConfig
 
 EXIT_FLAGS_DIFFER = 4
 
 flags_app = typer.Typer(help="Feature flags across regions.", no_args_is_help=True)
-
-ConfigOpt = Annotated[
-    Path, typer.Option("--config", "-c", envvar="SKYLIFT_CONFIG", help="skylift.yaml to use")
-]
 
 
 def register(app: typer.Typer) -> None:

@@ -8,17 +8,20 @@ from typing import Annotated, Any
 
 import typer
 
-from skylift.cli.common import EXIT_USAGE, Output, emit, fail, load_or_exit
+from skylift.cli.common import (
+    EXIT_USAGE,
+    ConfigOpt,
+    Output,
+    OutputOpt,
+    emit,
+    fail,
+    load_or_exit,
+    load_regions_or_exit,
+)
 
 region_app = typer.Typer(
     help="Regions' databases: role, in-zone standby, promotion.", no_args_is_help=True
 )
-
-ConfigOpt = Annotated[
-    Path,
-    typer.Option("--config", "-c", envvar="SKYLIFT_CONFIG", help="skylift.yaml to use"),
-]
-OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table or json")]
 
 
 def register(app: typer.Typer) -> None:
@@ -39,10 +42,8 @@ def region_status(
     from skylift.regions import database
     from skylift.regions.promotion import read_local_promotions, region_state_dir
 
-    loaded = load_or_exit(config)
+    loaded = load_regions_or_exit(config)
     cfg = loaded.config
-    if not cfg.edged_regions:
-        raise fail(f"{config} defines no region with an edge", EXIT_USAGE)
     urls = {r.database_url for r in cfg.edged_regions.values()} | {
         r.standby.database_url for r in cfg.edged_regions.values() if r.standby is not None
     }

@@ -18,18 +18,13 @@ from typing import Annotated, Any
 
 import typer
 
-from skylift.cli.common import Output, RegionOpt, fail, load_or_exit
+from skylift.cli.common import ConfigOpt, Output, OutputOpt, RegionOpt, fail, load_or_exit
 
 replica_app = typer.Typer(
     help="Act on one replica: hold it out of rotation (MAINT) or release it.",
     no_args_is_help=True,
 )
 
-ConfigOpt = Annotated[
-    Path,
-    typer.Option("--config", "-c", envvar="SKYLIFT_CONFIG", help="skylift.yaml to use"),
-]
-OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table or json")]
 ServiceArg = Annotated[str, typer.Argument(help="service name")]
 ReplicaArg = Annotated[str, typer.Argument(help="replica id (see `skylift status`)")]
 

@@ -4,22 +4,23 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
-from skylift.cli.common import EXIT_USAGE, Output, emit, fail, load_or_exit
+from skylift.cli.common import (
+    EXIT_USAGE,
+    ConfigOpt,
+    Output,
+    OutputOpt,
+    emit,
+    fail,
+    load_regions_or_exit,
+)
 
 replication_app = typer.Typer(
     help="Opt-in cross-region copies of users' rows (docs/replication.md).",
     no_args_is_help=True,
 )
-
-ConfigOpt = Annotated[
-    Path,
-    typer.Option("--config", "-c", envvar="SKYLIFT_CONFIG", help="skylift.yaml to use"),
-]
-OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table or json")]
 
 
 @replication_app.command("status")
@@ -31,10 +32,8 @@ def replication_status(
     from skylift.regions.config import topology_of
     from skylift.regions.replication_sync import pair_status
 
-    loaded = load_or_exit(config)
+    loaded = load_regions_or_exit(config)
     cfg = loaded.config
-    if not cfg.edged_regions:
-        raise fail(f"{config} defines no region with an edge", EXIT_USAGE)
     if cfg.replication is None:
         raise fail(f"{config} has no `replication:` section: copies are off", EXIT_USAGE)
     try:

@@ -19,6 +19,7 @@ from skylift.config.base import (
     _parse_listen,
     split_listen,
 )
+from skylift.config.dns import DnsSettings, dns_problems
 from skylift.config.regions import Region
 from skylift.config.service import ProcessBackend, Service
 from skylift.config.settings import (
@@ -52,6 +53,9 @@ class SkyliftConfig(Model):
     )
     edge: EdgeSettings = EdgeSettings()
     failover: FailoverSettings = FailoverSettings()
+    dns: DnsSettings | None = Field(
+        None, description="geo-DNS front: PowerDNS answering each country with an edge"
+    )
 
     @field_validator("project")
     @classmethod
@@ -90,6 +94,13 @@ class SkyliftConfig(Model):
         if not edged:
             return self
         problems = region_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _dns_fits_regions(self) -> SkyliftConfig:
+        problems = dns_problems(self.dns, self.regions) if self.dns is not None else []
         if problems:
             raise ValueError("; ".join(problems))
         return self

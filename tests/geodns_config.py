@@ -17,14 +17,15 @@ ADDRESSES = {
     "eu-central": ["127.0.1.3"],
     "asia": ["127.0.1.4"],
 }
-#: a client address per country, as the test's IP -> country data places them
-CLIENTS = {"DE": "198.51.100.7", "US": "198.51.100.200", "JP": "203.0.113.9", "BR": "192.0.2.1"}
+#: a client address per country, as the test's IP -> country data places them; each in a
+#: /24 of its own (resolvers send ECS truncated to /24, so that is the finest that matters)
+CLIENTS = {"DE": "198.51.100.7", "US": "192.0.2.200", "JP": "203.0.113.9", "BR": "198.18.0.1"}
 #: the data set rows (start,end,country) `skylift geoip update` turns into the edge's map
 SOURCE_CSV = """\
-198.51.100.0,198.51.100.127,DE
-198.51.100.128,198.51.100.255,US
+198.51.100.0,198.51.100.255,DE
+192.0.2.0,192.0.2.255,US
 203.0.113.0,203.0.113.255,JP
-192.0.2.0,192.0.2.255,BR
+198.18.0.0,198.18.0.255,BR
 2001:db8:d::,2001:db8:d:ffff:ffff:ffff:ffff:ffff,DE
 """
 EXTRA = {"10.9.0.0/16": "DE"}  # edge.extra_countries: a private network of German clients

@@ -11,4 +11,4 @@ from geodns_world import GeoWorld, start_world
 
 @pytest.fixture(scope="module")
 def geo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GeoWorld]:
-    yield from start_world(tmp_path_factory)
+    yield from start_world(tmp_path_factory.mktemp("geodns"))

@@ -17,13 +17,14 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dns.edns
+import dns.exception
 import dns.message
 import dns.query
 import dns.rdatatype
 import httpx
-import pytest
 
 from skylift.config import load_config
 from skylift.edge.geoip import build_map
@@ -89,6 +90,7 @@ class GeoWorld:
     edges: dict[str, str]  # region -> edge listen
     standins: dict[str, Standin]
     serve: subprocess.Popen[bytes]
+    edge_runners: dict[str, Edge]
 
     def ask(self, client: str | None, rtype: str = "A", name: str = f"www.{ZONE}") -> Answer:
         """A query as a resolver sends it for a client in ``client``'s subnet (ECS)."""
@@ -138,14 +140,18 @@ def _pdns_alive(pid: int) -> bool:
     return True
 
 
-def start_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GeoWorld]:
-    root = tmp_path_factory.mktemp("geodns")
+def start_world(
+    root: Path, *, ttl: int = 5, check: dict[str, Any] | None = None
+) -> Iterator[GeoWorld]:
+    """The world in ``root``; ``ttl`` and ``check`` (the front's) go into its config."""
     (root / "geo.csv").write_text(SOURCE_CSV)
     build_map(root / "geo.csv", root / "geoip.map")  # what `skylift geoip update` writes
     frontend = free_port_block(31)  # each region's frontend: + its port_offset (10 x i)
     edge_ports = {r: free_port() for r in REGIONS}
     port = dns_port()
-    config = write_config(root, edge_ports=edge_ports, frontend_port=frontend, dns_port=port)
+    config = write_config(
+        root, edge_ports=edge_ports, frontend_port=frontend, dns_port=port, ttl=ttl, check=check
+    )
     data = load_config(config)  # edges check every 0.5 s, 2 failures: the edge.check defaults
     standins = {r: Standin(r, frontend + 10 * i) for i, r in enumerate(REGIONS)}
     edges = {r: Edge(edge_spec(data.config, r, root)) for r in REGIONS}
@@ -165,7 +171,7 @@ def start_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GeoWorld]:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        world = GeoWorld(config, port, listens, standins, serve)
+        world = GeoWorld(config, port, listens, standins, serve, edges)
         for region in REGIONS:
             wait_for(lambda r=region: world.region_healthy(r), 10, f"{region}'s edge healthy")
         wait_for(lambda: _answers(world), 20, "PowerDNS answering (see serve.log)", every=0.1)

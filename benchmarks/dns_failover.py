@@ -16,6 +16,7 @@ Measured from the kill:
   clients         ``--clients`` caching stub resolvers (dnspython, honouring the TTL) that
                   each resolved at a random moment of the TTL before the kill, polling every
                   50 ms: when each first gets eu-central; the worst is about authoritative + TTL
+The kill comes at a random phase of the front's check interval.
 Then the region is restored and failback (authoritative) is timed the same way.
 
 Run: .venv/bin/python benchmarks/dns_failover.py [--repeats 3] [--ttl 5] [--clients 8]
@@ -53,6 +54,7 @@ from skylift.edge.runner import Edge  # noqa: E402
 from tests.geodns_config import CLIENTS, ZONE  # noqa: E402
 
 FRONT_CHECK = {"interval": "1s", "fall": 2, "rise": 2, "timeout": "1s"}  # the dns.check defaults
+FRONT_INTERVAL = 1.0
 NAME = f"www.{ZONE}"
 
 
@@ -115,7 +117,9 @@ def outage(world: GeoWorld, kind: str, ttl: int, clients: int, bound: float) -> 
     for stub, at in zip(stubs, delays, strict=True):
         time.sleep(max(0.0, started + at - time.monotonic()))
         assert stub.current() == "eu-west"
-    time.sleep(max(0.0, started + ttl - time.monotonic()))
+    # the kill at a random phase of the front's checks (else it locks to them: failback is
+    # seen right after a check, and the TTL is a whole number of check intervals)
+    time.sleep(max(0.0, started + ttl - time.monotonic()) + random.uniform(0, FRONT_INTERVAL))
     for stub in stubs:
         stub.start()
     t0 = time.monotonic()

@@ -97,7 +97,7 @@ def render(
     try:
         rebuilt = prepare_files(plan, answers, int(time.time()))
     except (OSError, ValueError) as exc:
-        raise fail(f"cannot write the DNS files in {plan.state_dir}: {exc}") from None
+        raise fail(f"DNS files in {plan.state_dir}: {exc}") from None
     data = {
         "pdns_conf": str(plan.pdns_conf),
         "zones_file": str(plan.zones_file),
@@ -158,7 +158,7 @@ def serve(
     except PowerDNSError as exc:
         raise fail(str(exc)) from None
     except OSError as exc:
-        raise fail(f"cannot write the DNS files in {plan.state_dir}: {exc}") from None
+        raise fail(f"DNS files in {plan.state_dir}: {exc}") from None
 
 
 @dns_app.command("status")

@@ -30,7 +30,7 @@ import structlog
 from skylift.dns.answers import GeoAnswers, choose_answers
 from skylift.dns.health import Flip, RegionHealth, healthy, step
 from skylift.dns.mmdb import build_mmdb, mmdb_fresh
-from skylift.dns.pdns import PowerDNS
+from skylift.dns.pdns import PowerDNS, PowerDNSError
 from skylift.dns.plan import DnsPlan
 from skylift.dns.render import render_pdns_conf, render_zone
 from skylift.edge.render import REGION_HEALTH_PATH
@@ -89,6 +89,7 @@ class GeoDnsFront:
         self.answers = choose_answers(plan.topology, healthy(self.book))
         self.serial = 0
         self.changes: list[dict[str, Any]] = []
+        self.pending = False  # a rewrite whose reload failed: retried next round
 
     async def start(self) -> None:
         """Write every file for the all-healthy answers and start PowerDNS on them."""
@@ -114,11 +115,12 @@ class GeoDnsFront:
 
     async def round(self, client: httpx.AsyncClient) -> dict[str, Any] | None:
         """Probe, decide, and rewrite + reload if the answers changed; the change, if any."""
+        self.server.check_alive()
         results = await self.probe(client)
         self.book, flips = step(
             self.book, results, fall=self.plan.fall, rise=self.plan.rise, now=self.clock()
         )
-        if not flips:
+        if not flips and not self.pending:
             return None
         return await self.apply(flips)
 
@@ -136,7 +138,13 @@ class GeoDnsFront:
         self.serial = next_serial(self.serial, time.time())
         rebuilt = await asyncio.to_thread(prepare_files, self.plan, answers, self.serial)
         written = self.clock()
-        reload_s = await self.server.reload()
+        try:
+            reload_s = await self.server.reload()
+        except PowerDNSError as exc:
+            self.pending = True
+            log.error("dns.reload_failed", error=str(exc), retry_in=self.plan.interval)
+            return None
+        self.pending = False
         done = self.clock()
         moved = {c: r for c, r in answers.targets().items() if before.get(c) != r}
         self.answers = answers
@@ -145,7 +153,9 @@ class GeoDnsFront:
             "serial": self.serial,
             "regions": {f.region: "up" if f.up else "down" for f in flips},
             "moved": moved,
-            "since_first_check_s": round(done - min(f.first_seen for f in flips), 4),
+            "since_first_check_s": round(done - min(f.first_seen for f in flips), 4)
+            if flips
+            else None,
             "rewrite_s": round(written - started, 4),
             "reload_s": round(reload_s, 4),
             "mmdb_rebuilt": rebuilt,

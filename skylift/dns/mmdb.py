@@ -111,7 +111,14 @@ def build_mmdb(geoip_map: Path | None, extra: Mapping[str, str], out: Path) -> M
     skipped = 0
     entries: list[tuple[IPNetwork, str]] = []
     if geoip_map is not None:
-        with geoip_map.open(encoding="ascii", errors="replace") as handle:
+        try:
+            handle = geoip_map.open(encoding="ascii", errors="replace")
+        except OSError as exc:
+            raise OSError(
+                f"cannot read edge.geoip_map {geoip_map} ({exc.strerror}): build it with "
+                "`skylift geoip update`"
+            ) from None
+        with handle:
             for entry in map_entries(handle):
                 if entry is None:
                     skipped += 1

@@ -101,14 +101,18 @@ class PowerDNS:
             raise
         log.info("dns.pdns_started", pid=self.proc.pid, listen=self.plan.listen)
 
+    def check_alive(self) -> None:
+        """Raise if the server has exited (its supervisor, or ``serve``'s, restarts it)."""
+        if self.proc is not None and self.proc.returncode is not None:
+            raise PowerDNSError(
+                f"pdns_server exited with {self.proc.returncode}: {self._log_tail()}"
+            )
+
     async def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.timeout
         last = "no answer yet"
         while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.returncode is not None:
-                raise PowerDNSError(
-                    f"pdns_server exited with {self.proc.returncode}: {self._log_tail()}"
-                )
+            self.check_alive()
             try:
                 await self.query_soa(wait=0.5)
                 return

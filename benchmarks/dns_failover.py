@@ -3,7 +3,7 @@
 The geo-DNS tests' world (``tests/integration/dns/geodns_world.py``): four regions on
 loopback, each a real edge HAProxy (``edge.check`` defaults: every 0.5 s, 2 failures) in
 front of a stand-in service, and ``skylift dns serve`` running a real PowerDNS (geoip
-backend) with the front's default checks (every 1 s, 2 failures, 1 s timeout) and
+backend) with the front's default checks (every 1 s, 2 failures, 1 s timeout; ``--interval``) and
 ``dns.ttl`` = ``--ttl``. German clients' home is eu-west.
 
 Each repeat, two kinds of outage of eu-west:
@@ -20,6 +20,7 @@ The kill comes at a random phase of the front's check interval.
 Then the region is restored and failback (authoritative) is timed the same way.
 
 Run: .venv/bin/python benchmarks/dns_failover.py [--repeats 3] [--ttl 5] [--clients 8]
+     [--interval 1.0]
 """
 
 from __future__ import annotations
@@ -53,8 +54,6 @@ from geodns_world import GeoWorld, start_world  # noqa: E402
 from skylift.edge.runner import Edge  # noqa: E402
 from tests.geodns_config import CLIENTS, ZONE  # noqa: E402
 
-FRONT_CHECK = {"interval": "1s", "fall": 2, "rise": 2, "timeout": "1s"}  # the dns.check defaults
-FRONT_INTERVAL = 1.0
 NAME = f"www.{ZONE}"
 
 
@@ -108,7 +107,9 @@ class StubClient(threading.Thread):
             time.sleep(0.05)
 
 
-def outage(world: GeoWorld, kind: str, ttl: int, clients: int, bound: float) -> dict[str, Any]:
+def outage(
+    world: GeoWorld, kind: str, ttl: int, clients: int, bound: float, interval: float
+) -> dict[str, Any]:
     stop = threading.Event()
     stubs = [StubClient(world.port, stop) for _ in range(clients)]
     # each stub caches its answer at a random moment of the TTL before the kill
@@ -119,7 +120,7 @@ def outage(world: GeoWorld, kind: str, ttl: int, clients: int, bound: float) -> 
         assert stub.current() == "eu-west"
     # the kill at a random phase of the front's checks (else it locks to them: failback is
     # seen right after a check, and the TTL is a whole number of check intervals)
-    time.sleep(max(0.0, started + ttl - time.monotonic()) + random.uniform(0, FRONT_INTERVAL))
+    time.sleep(max(0.0, started + ttl - time.monotonic()) + random.uniform(0, interval))
     for stub in stubs:
         stub.start()
     t0 = time.monotonic()
@@ -167,16 +168,24 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--ttl", type=int, default=5)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--interval", type=float, default=1.0, help="dns.check.interval (s)")
     args = parser.parse_args()
+    # dns.check: the defaults but for the interval (timeout at most the interval)
+    front_check = {
+        "interval": args.interval,
+        "fall": 2,
+        "rise": 2,
+        "timeout": min(1.0, args.interval),
+    }
     random.seed(14)
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="dnsbench-") as tmp:
-        worlds = start_world(Path(tmp), ttl=args.ttl, check=FRONT_CHECK)
+        worlds = start_world(Path(tmp), ttl=args.ttl, check=front_check)
         world = next(worlds)
         try:
             for i in range(args.repeats):
                 for kind in ("pool", "edge"):
-                    result = outage(world, kind, args.ttl, args.clients, bound=20.0)
+                    result = outage(world, kind, args.ttl, args.clients, 20.0, args.interval)
                     print(json.dumps({"repeat": i, **result}), file=sys.stderr)
                     results.append(result)
         finally:
@@ -189,7 +198,7 @@ def main() -> None:
                 f"{platform.python_version()}, load {load:.2f}",
                 "date": time.strftime("%Y-%m-%d"),
                 "ttl": args.ttl,
-                "front_check": FRONT_CHECK,
+                "front_check": front_check,
                 "results": results,
             },
             indent=2,

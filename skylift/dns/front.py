@@ -39,19 +39,25 @@ log = structlog.get_logger(__name__)
 KEEP_CHANGES = 20
 
 
-def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (readers see old or new)."""
+def write_atomic(path: Path, text: str, mode: int = 0o644) -> bool:
+    """Write ``text`` to ``path`` through a temporary file and a rename; False if unchanged.
+
+    Readers (PowerDNS at its reload) see the old file or the new one. No fsync: it
+    cost up to hundreds of ms per rewrite on a busy disk, and after a crash ``serve``
+    writes every file again before it starts PowerDNS.
+    """
+    with contextlib.suppress(OSError):
+        if path.read_text(encoding="utf-8") == text:
+            return False
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with tmp.open("w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+        tmp.write_text(text, encoding="utf-8")
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    return True
 
 
 def next_serial(previous: int, now: float) -> int:

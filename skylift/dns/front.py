@@ -136,7 +136,7 @@ class GeoDnsFront:
         for flip in flips:
             log.info("dns.region", region=flip.region, up=flip.up)
         before = self.answers.targets()
-        if answers.targets() == before:
+        if answers.targets() == before and not self.pending:
             self.answers = answers  # same edges, new reasons (e.g. a whole zone down)
             await self._write_state()
             return None
@@ -179,7 +179,11 @@ class GeoDnsFront:
         if fresh:
             return False
         await asyncio.to_thread(prepare_files, self.plan, self.answers, self.serial)
-        await self.server.reload()
+        try:
+            await self.server.reload()
+        except PowerDNSError as exc:
+            self.pending = True
+            log.error("dns.reload_failed", error=str(exc), retry_in=self.plan.interval)
         return True
 
     def state(self, running: bool = True) -> dict[str, Any]:

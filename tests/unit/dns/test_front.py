@@ -127,3 +127,17 @@ async def test_a_dead_powerdns_ends_the_loop(plan: DnsPlan) -> None:
     async with edges(set(), plan) as client:
         with pytest.raises(PowerDNSError, match="exited"):
             await front.round(client)
+
+
+async def test_a_new_edge_map_rebuilds_the_database_and_reloads(tmp_path: Path) -> None:
+    (tmp_path / "geoip.map").write_text("198.51.100.0/24 DE\n")
+    loaded = load_config(write_config(tmp_path, **default_ports()))
+    plan = dns_plan(loaded.config, loaded.base_dir)
+    server = FakePowerDNS()
+    front = GeoDnsFront(plan, server, clock=Clock())  # type: ignore[arg-type]
+    await front.start()
+    assert await front.refresh_database() is False
+    (tmp_path / "geoip.map").write_text("198.51.100.0/24 DE\n192.0.2.0/24 US\n")
+    assert await front.refresh_database() is True
+    assert server.reloads == 1
+    assert await front.refresh_database() is False

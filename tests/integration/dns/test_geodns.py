@@ -7,6 +7,7 @@ import json
 import subprocess
 import time
 
+import pytest
 from geodns_world import SKYLIFT, GeoWorld
 
 from tests.geodns_config import ADDRESSES, CLIENTS, ZONE
@@ -15,6 +16,7 @@ from tests.polling import wait_for
 #: edge: fall x inter (2 x 0.5 s) until its region-health says 503; the front: fall x
 #: interval (2 x 0.2 s) + a check's timeout, then rewrite + reload; generous slack on a busy CI
 BOUND = 2 * 0.5 + 2 * 0.2 + 0.5 + 8.0
+pytestmark = pytest.mark.xdist_group("geodns")  # one worker, one world for both tests
 
 
 def test_german_us_and_japanese_subnets_get_their_home_regions_edges(geo: GeoWorld) -> None:

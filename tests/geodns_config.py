@@ -74,7 +74,7 @@ def config_data(
             "ttl": ttl,
             "listen": f"127.0.0.1:{dns_port}",
             "addresses": ADDRESSES,
-            "check": check or {"interval": "200ms", "fall": 2, "rise": 2, "timeout": "500ms"},
+            "check": check or {"interval": "200ms", "fall": 2, "rise": 2, "timeout": "1s"},
         },
     }
 

@@ -45,7 +45,7 @@ def test_the_plan_defaults_to_the_edges_listen_addresses(plan: DnsPlan, tmp_path
     loaded = load_config(write(tmp_path, data))
     assert dns_plan(loaded.config, loaded.base_dir).addresses["us"] == ("127.0.0.1",)
     assert plan.state_dir == tmp_path / "state" / "dns"
-    assert (plan.interval, plan.fall, plan.rise, plan.timeout) == (0.2, 2, 2, 0.5)
+    assert (plan.interval, plan.fall, plan.rise, plan.timeout) == (0.2, 2, 2, 1.0)
 
 
 def test_an_edge_on_a_wildcard_address_needs_its_public_address(tmp_path: Path) -> None:

@@ -98,7 +98,13 @@ class GeoWorld:
         if client is not None:
             prefix = 56 if ":" in client else 24
             query.use_edns(0, options=[dns.edns.ECSOption(client, prefix)])
-        response = dns.query.udp(query, "127.0.0.1", port=self.port, timeout=2.0)
+        for attempt in range(3):  # a resolver retries a lost or late UDP answer too
+            try:
+                response = dns.query.udp(query, "127.0.0.1", port=self.port, timeout=2.0)
+                break
+            except dns.exception.Timeout:
+                if attempt == 2:
+                    raise
         cname = next(
             (str(r[0].target) for r in response.answer if r.rdtype == dns.rdatatype.CNAME), None
         )

@@ -22,6 +22,9 @@ if [ "${SKYLIFT_SETUP_DEV:-0}" = 1 ]; then
   command -v prometheus >/dev/null 2>&1 || need_bare+=(prometheus)
   # the regions' tests run each region as a host of its own: a network namespace (ip netns)
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
+  # the geo-DNS tests start their own PowerDNS (geoip backend) on a free loopback port
+  command -v pdns_server >/dev/null 2>&1 || [ -x /usr/sbin/pdns_server ] || need+=(pdns-server)
+  dpkg -s pdns-backend-geoip >/dev/null 2>&1 || need+=(pdns-backend-geoip)
 fi
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ $((${#need[@]} + ${#need_bare[@]})) -gt 0 ]; then
@@ -35,6 +38,15 @@ if [ $((${#need[@]} + ${#need_bare[@]})) -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
       "${need_bare[@]}" >/dev/null
   fi
+fi
+
+# Debian's pdns-server enables its own pdns service on port 53 (on systemd hosts). The tests
+# and `skylift dns serve` run PowerDNS with their own config: stop that one, so nothing answers
+# on :53 that a test could query by mistake.
+if [ "${SKYLIFT_SETUP_DEV:-0}" = 1 ] && command -v systemctl >/dev/null 2>&1 \
+  && systemctl is-enabled --quiet pdns 2>/dev/null; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO systemctl disable --now pdns >/dev/null 2>&1 || true
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -21,6 +21,7 @@ import typer
 from skylift.cli import apply as cli_apply
 from skylift.cli import autoscale as cli_autoscale
 from skylift.cli import backup as cli_backup
+from skylift.cli import dns as cli_dns
 from skylift.cli import event as cli_event
 from skylift.cli import flags as cli_flags
 from skylift.cli import forecast as cli_forecast
@@ -522,6 +523,7 @@ cli_event.register(app)
 cli_forecast.register(app)
 cli_platform.register(app)
 cli_replica.register(app)
+cli_dns.register(app)
 cli_autoscale.register(app)
 cli_apply.register(app)
 cli_geoip.register(app)

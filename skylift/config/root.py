@@ -21,6 +21,7 @@ from skylift.config.base import (
     _parse_listen,
     split_listen,
 )
+from skylift.config.dns import DnsSettings, dns_problems
 from skylift.config.regions import Region
 from skylift.config.replication import ReplicationSettings
 from skylift.config.service import ProcessBackend, Service
@@ -60,6 +61,9 @@ class SkyliftConfig(Model):
     )
     replication: ReplicationSettings | None = Field(
         None, description="opt-in cross-zone copies of opted-in users' rows (docs/replication.md)"
+    )
+    dns: DnsSettings | None = Field(
+        None, description="geo-DNS front: PowerDNS answering each country with an edge"
     )
 
     @field_validator("project")
@@ -113,6 +117,13 @@ class SkyliftConfig(Model):
     @model_validator(mode="after")
     def _backups_stay_apart(self) -> SkyliftConfig:
         problems = shared_backup_targets(self.regions)  # no two regions share a chat or bot
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _dns_fits_regions(self) -> SkyliftConfig:
+        problems = dns_problems(self.dns, self.regions) if self.dns is not None else []
         if problems:
             raise ValueError("; ".join(problems))
         return self

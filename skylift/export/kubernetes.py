@@ -414,10 +414,24 @@ def export_kubernetes(
         "triggers": triggers,
     }
     if policy.fallback is not None:
-        so_spec["fallback"] = {
-            "failureThreshold": policy.fallback.after_failures,
-            "replicas": policy.fallback.replicas,
-        }
+        # KEDA's admission webhook refuses a fallback beside cpu/memory triggers or any
+        # metricType but AverageValue: write it only where KEDA accepts it
+        refused = [
+            str(tr["name"])
+            for tr in triggers
+            if tr["type"] in FRACTIONS or tr.get("metricType", "AverageValue") != "AverageValue"
+        ]
+        if refused:
+            t.gap(
+                "KEDA",
+                f"fallback: KEDA accepts one only when every trigger is an AverageValue "
+                f"metric, and {', '.join(refused)} is not; not written",
+            )
+        else:
+            so_spec["fallback"] = {
+                "failureThreshold": policy.fallback.after_failures,
+                "replicas": policy.fallback.replicas,
+            }
     scaled_object = {
         "apiVersion": KEDA_API_VERSION,
         "kind": "ScaledObject",

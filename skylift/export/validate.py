@@ -62,15 +62,20 @@ def validate_hpa(doc: Mapping[str, Any]) -> None:
     try:
         kubernetes_validate.validate(dict(doc), KUBERNETES_VERSION, strict=True)
     except kubernetes_validate.ValidationError as exc:
-        raise ManifestInvalid(
-            "HorizontalPodAutoscaler", _path(list(exc.absolute_path)), str(exc.message)
-        ) from None
+        path, message = list(exc.absolute_path), str(exc.message)
+        if exc.validator == "additionalProperties" and isinstance(exc.instance, dict):
+            known = set((exc.schema or {}).get("properties", {}))
+            unknown = sorted(key for key in exc.instance if key not in known)
+            if unknown:  # name the field itself, not the object that holds it
+                path.append(unknown[0])
+                message = "unknown field (not in the Kubernetes schema)"
+        raise ManifestInvalid("HorizontalPodAutoscaler", _path(path), message) from None
     except kubernetes_validate.SchemaNotFoundError as exc:
         raise ManifestInvalid(
             str(doc.get("kind")), "apiVersion", f"no schema: {exc.message}"
         ) from None
     spec = doc.get("spec") or {}
-    _apiserver_rules("HorizontalPodAutoscaler", spec, ("spec",))
+    _replica_bounds("HorizontalPodAutoscaler", spec, "minReplicas", "maxReplicas")
     _behavior_rules("HorizontalPodAutoscaler", spec.get("behavior"), ("spec", "behavior"))
 
 
@@ -91,11 +96,7 @@ def validate_scaled_object(doc: Mapping[str, Any]) -> None:
     if unknown:
         raise ManifestInvalid(kind, _path(unknown), "unknown field (not in KEDA's CRD)")
     spec = doc.get("spec") or {}
-    _apiserver_rules(
-        kind,
-        {"minReplicas": spec.get("minReplicaCount"), "maxReplicas": spec.get("maxReplicaCount")},
-        ("spec",),
-    )
+    _replica_bounds(kind, spec, "minReplicaCount", "maxReplicaCount")
     hpa_config = (spec.get("advanced") or {}).get("horizontalPodAutoscalerConfig") or {}
     _behavior_rules(
         kind,
@@ -123,12 +124,13 @@ def _unknown_keys(given: Any, parsed: Any, at: tuple[Any, ...] = ()) -> tuple[An
     return None
 
 
-def _apiserver_rules(kind: str, spec: Mapping[str, Any], at: tuple[str, ...]) -> None:
-    low, high = spec.get("minReplicas"), spec.get("maxReplicas")
+def _replica_bounds(kind: str, spec: Mapping[str, Any], low_key: str, high_key: str) -> None:
+    """min >= 1 and max >= min: checked by the apiserver's code (HPA) or KEDA's webhook."""
+    low, high = spec.get(low_key), spec.get(high_key)
     if isinstance(low, int) and low < 1:
-        raise ManifestInvalid(kind, _path((*at, "minReplicas")), "must be at least 1")
+        raise ManifestInvalid(kind, f"spec.{low_key}", "must be at least 1")
     if isinstance(low, int) and isinstance(high, int) and high < low:
-        raise ManifestInvalid(kind, _path((*at, "maxReplicas")), "must be >= minReplicas")
+        raise ManifestInvalid(kind, f"spec.{high_key}", f"must be >= {low_key}")
 
 
 def _behavior_rules(kind: str, behavior: Any, at: tuple[str, ...]) -> None:

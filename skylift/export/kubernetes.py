@@ -13,6 +13,7 @@ rules do not. The mapping table and the reasons are in docs/kubernetes-export.md
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -122,6 +123,21 @@ def quantity(value: float) -> str:
     if float(value).is_integer():
         return str(int(value))
     return f"{round(value * 1000)}m"
+
+
+def slug(text: str) -> str:
+    """A trigger name KEDA takes (and a formula can refer to): lowercase letters, digits, '-'."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "trigger"
+
+
+def _unique_names(triggers: list[dict[str, Any]]) -> None:
+    """KEDA refuses two triggers of one name: number the repeats (``target-cpu-2``)."""
+    seen: dict[str, int] = {}
+    for trigger in triggers:
+        name = str(trigger["name"])
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            trigger["name"] = f"{name}-{seen[name]}"
 
 
 def _number(value: float) -> str:
@@ -257,7 +273,7 @@ class _Translation:
 
     def keda_trigger(self, check: TargetCheck, prometheus_url: str) -> dict[str, Any]:
         metric, target = check.metric, check.target
-        name = check.name or f"{check.kind}-{metric}".replace("_", "-")
+        name = slug(check.name or f"{check.kind}-{metric}")
         if metric in FRACTIONS:
             return {
                 "type": metric,
@@ -320,7 +336,7 @@ class _Translation:
         end = start + int(minutes)
         return {
             "type": "cron",
-            "name": (schedule.name or f"schedule-{index}").replace("_", "-"),
+            "name": slug(schedule.name or f"schedule-{index}"),
             "metadata": {
                 "timezone": schedule.timezone,
                 "start": schedule.cron,
@@ -380,6 +396,7 @@ def export_kubernetes(
         trigger = t.cron_trigger(i, schedule)
         if trigger is not None:
             triggers.append(trigger)
+    _unique_names(triggers)
     if policy.schedules:
         t.gap("HPA", f"schedules ({len(policy.schedules)}): an HPA has no time windows")
     _calendar_and_forecast_gaps(t, policy)

@@ -420,3 +420,14 @@ def test_quantity() -> None:
     assert quantity(30) == "30"
     assert quantity(0.25) == "250m"
     assert quantity(12.5) == "12500m"
+
+
+def test_trigger_names_are_slugs_and_unique() -> None:
+    checks = [
+        {**CPU_70, "name": "CPU at 70 %"},
+        {"kind": "target", "metric": "rps", "target": 30},
+        {"kind": "target", "metric": "rps", "target": 40},
+    ]
+    r = export({"checks": checks})
+    names = [t["name"] for t in r.scaled_object["spec"]["triggers"]]
+    assert names == ["cpu-at-70", "target-rps", "target-rps-2"]

@@ -23,6 +23,7 @@ from skylift.cli import autoscale as cli_autoscale
 from skylift.cli import backup as cli_backup
 from skylift.cli import dns as cli_dns
 from skylift.cli import event as cli_event
+from skylift.cli import export as cli_export
 from skylift.cli import flags as cli_flags
 from skylift.cli import forecast as cli_forecast
 from skylift.cli import geoip as cli_geoip
@@ -529,6 +530,7 @@ cli_apply.register(app)
 cli_geoip.register(app)
 cli_region.register(app)
 cli_flags.register(app)
+cli_export.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Translate skylift policies into other autoscalers' manifests (``skylift export``)."""

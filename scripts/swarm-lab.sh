@@ -262,6 +262,23 @@ lab_pids() {
   return 0
 }
 
+# A pid that still runs (not gone, not a zombie waiting for init to reap it).
+running() {
+  local state
+  state="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" || return 1
+  [[ -n "$state" && "$state" != Z ]]
+}
+
+# lab_pids plus the engines named by our pid files, as long as any of them runs.
+lab_running() {
+  local pid
+  for pid in $(lab_pids) ${ENGINES[@]+"${ENGINES[@]}"}; do
+    if running "$pid"; then echo "$pid"; fi
+  done
+  return 0
+}
+
+ENGINES=()
 stop_engines() {
   local pidfile pid deadline
   for pidfile in "$LAB_DIR"/n*/docker.pid; do
@@ -269,19 +286,20 @@ stop_engines() {
     pid="$(cat "$pidfile")"
     # only a dockerd this lab started: its pid file names it and its cmdline names our dir
     if [[ -r "/proc/$pid/cmdline" ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "--pidfile $pidfile"; then
+      ENGINES+=("$pid")
       kill -TERM "$pid" 2>/dev/null || true
     fi
   done
   deadline=$((SECONDS + 20))
-  while [[ -n "$(lab_pids)" ]] && ((SECONDS < deadline)); do sleep 0.2; done
+  while [[ -n "$(lab_running)" ]] && ((SECONDS < deadline)); do sleep 0.2; done
   local left
-  left="$(lab_pids | sort -u)"
+  left="$(lab_running | sort -u)"
   if [[ -n "$left" ]]; then
     log "down: SIGKILL to what did not stop within 20s: $(echo "$left" | tr '\n' ' ')"
     # shellcheck disable=SC2086
     kill -KILL $left 2>/dev/null || true
     deadline=$((SECONDS + 10))
-    while [[ -n "$(lab_pids)" ]] && ((SECONDS < deadline)); do sleep 0.2; done
+    while [[ -n "$(lab_running)" ]] && ((SECONDS < deadline)); do sleep 0.2; done
   fi
 }
 
@@ -297,7 +315,7 @@ cmd_down() {
   need_root_and_tools
   local started=$SECONDS namespace cg
   stop_engines
-  [[ -z "$(lab_pids)" ]] || die "processes of the lab still run: $(lab_pids | tr '\n' ' ')"
+  [[ -z "$(lab_running)" ]] || die "processes of the lab still run: $(lab_running | tr '\n' ' ')"
   for namespace in $(ip netns list | awk -v p="^$PREFIX-n[0-9]+$" '$1 ~ p {print $1}'); do
     ip netns del "$namespace" # takes its end of the veth, and so the host end, with it
   done

@@ -1,0 +1,111 @@
+"""scripts/swarm-lab.sh for real: N namespace nodes, one swarm, host-mode ports, clean down.
+
+One test builds its own 3-node lab (so it can check that ``down`` leaves
+nothing behind) and drives it as a user would: the script's CLI, each node's
+engine on its unix socket, HTTP from the host to each node's address.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import docker
+import docker.errors
+import docker.types
+import httpx
+import pytest
+
+from tests.fixtures.swarm_lab import LabNode, SwarmLab, require_lab_tools
+from tests.polling import wait_for
+from tests.ports import free_port
+
+pytestmark = pytest.mark.docker  # one engine at a time on this machine: the docker xdist group
+
+
+@pytest.fixture
+def lab() -> Iterator[SwarmLab]:
+    require_lab_tools()
+    built = SwarmLab(tag=f"l{os.getpid() % 100000}")
+    try:
+        yield built
+    finally:
+        built.down()
+
+
+def _client(node: LabNode) -> docker.DockerClient:
+    return docker.DockerClient(base_url=node.socket, timeout=30)
+
+
+def _answers(address: str, port: int) -> bool:
+    try:
+        response = httpx.get(f"http://{address}:{port}/healthz", timeout=2.0)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200 and response.text.strip() == "ok"
+
+
+def test_up_three_nodes_serves_host_mode_ports_and_down_leaves_nothing(lab: SwarmLab) -> None:
+    started = time.monotonic()
+    nodes = lab.up(3)
+    up_seconds = time.monotonic() - started
+
+    # three nodes, each with its own address, node id and engine
+    assert [n.name for n in nodes] == ["node1", "node2", "node3"]
+    assert len({n.address for n in nodes}) == 3
+    assert len({n.node_id for n in nodes}) == 3
+    assert [n.role for n in nodes] == ["manager", "worker", "worker"]
+    clients = [_client(n) for n in nodes]
+    try:
+        manager = clients[0]
+        swarm_nodes = manager.nodes.list()
+        assert {n.id for n in swarm_nodes} == {n.node_id for n in nodes}
+        assert all(n.attrs["Status"]["State"] == "ready" for n in swarm_nodes)
+        assert {n.attrs["Status"]["Addr"] for n in swarm_nodes} == {n.address for n in nodes}
+        for node, client in zip(nodes, clients, strict=True):
+            info = client.info()
+            assert info["Swarm"]["NodeID"] == node.node_id
+            assert info["Swarm"]["LocalNodeState"] == "active"
+            managers = {m["Addr"] for m in info["Swarm"]["RemoteManagers"]}
+            assert managers == {f"{nodes[0].address}:2377"}  # one swarm, node1 its manager
+            client.images.get("skylift-test/busybox:lab")  # imported on every node
+
+        # status prints every node; a second `up` refuses plainly
+        status = lab.run("status")
+        assert status.returncode == 0, status.stderr
+        for node in nodes:
+            assert node.address in status.stdout and node.node_id in status.stdout
+        again = lab.run("up", "3")
+        assert again.returncode != 0 and "already up" in again.stderr
+
+        # host-mode published ports: 3 replicas, one per node (the fixed host port forces
+        # the spread), each answering on its own node's address
+        port = free_port()
+        manager.services.create(
+            "skylift-test/busybox:lab",
+            name="web",
+            mode=docker.types.ServiceMode("replicated", replicas=3),
+            endpoint_spec=docker.types.EndpointSpec(ports={port: (8080, "tcp", "host")}),
+        )
+
+        def running_nodes() -> set[str]:
+            tasks = manager.services.get("web").tasks(filters={"desired-state": "running"})
+            return {t["NodeID"] for t in tasks if t["Status"]["State"] == "running"}
+
+        wait_for(
+            lambda: running_nodes() == {n.node_id for n in nodes}, 60, "a running task on each node"
+        )
+        for node in nodes:
+            wait_for(lambda a=node.address: _answers(a, port), 30, f"HTTP on {node.address}:{port}")
+    finally:
+        for client in clients:
+            client.close()
+
+    started = time.monotonic()
+    result = lab.down()
+    down_seconds = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert lab.leftovers() == []
+    assert lab.down().returncode == 0  # idempotent
+    print(f"\nswarm-lab up 3: {up_seconds:.1f}s, down: {down_seconds:.1f}s")

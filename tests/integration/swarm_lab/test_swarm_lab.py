@@ -8,8 +8,11 @@ engine on its unix socket, HTTP from the host to each node's address.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -17,7 +20,7 @@ import docker.types
 import httpx
 import pytest
 
-from tests.fixtures.swarm_lab import LabNode, SwarmLab, require_lab_tools
+from tests.fixtures.swarm_lab import SCRIPT, LabNode, SwarmLab, require_lab_tools
 from tests.polling import wait_for
 from tests.ports import free_port
 
@@ -109,3 +112,52 @@ def test_up_three_nodes_serves_host_mode_ports_and_down_leaves_nothing(lab: Swar
     assert lab.leftovers() == []
     assert lab.down().returncode == 0  # idempotent
     print(f"\nswarm-lab up 3: {up_seconds:.1f}s, down: {down_seconds:.1f}s")
+
+
+def test_shared_lab_fixture_gives_three_reachable_engines(swarm_lab: SwarmLab) -> None:
+    """The session's shared lab (what multi-node tests build on): every engine answers."""
+    assert len(swarm_lab.nodes) == 3
+    for node in swarm_lab.nodes:
+        client = _client(node)
+        try:
+            assert client.info()["Swarm"]["NodeID"] == node.node_id
+        finally:
+            client.close()
+
+
+def _script_as(user_argv: list[str], *args: str, path: str | None = None) -> tuple[int, str]:
+    env = {**os.environ, "SKYLIFT_LAB_PREFIX": "sltx", "SKYLIFT_LAB_DIR": "/tmp/sltx-none"}
+    if path is not None:
+        env["PATH"] = path
+    result = subprocess.run(
+        [*user_argv, str(SCRIPT), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return result.returncode, result.stderr
+
+
+def test_clear_errors_before_touching_anything(tmp_path: Path) -> None:
+    require_lab_tools()
+    code, err = _script_as([], "up", "0")
+    assert code != 0 and "N must be 1..20" in err
+    code, err = _script_as([], "status")
+    assert code != 0 and "not up" in err
+    # not root: setpriv drops to nobody before the script runs
+    code, err = _script_as(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"], "up", "3"
+    )
+    assert code != 0 and "must run as root" in err
+    # no dockerd on PATH: only the other tools the script needs
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("ip", "nsenter", "iptables", "docker", "tar", "id", "env", "bash", "dirname"):
+        found = shutil.which(tool)
+        assert found is not None
+        (tools / tool).symlink_to(found)
+    code, err = _script_as([str(tools / "bash")], "up", "3", path=str(tools))
+    assert code != 0 and "'dockerd' not found" in err
+    assert not Path("/tmp/sltx-none").exists()

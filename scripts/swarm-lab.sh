@@ -31,8 +31,12 @@ FWD_COMMENT="$PREFIX lab bridge"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MAX_NODES=20
 
+IN_UP=""
 die() {
   echo "swarm-lab: error: $*" >&2
+  if [[ -n "$IN_UP" ]]; then
+    echo "swarm-lab: up failed part-way; logs in $LAB_DIR/n*/dockerd.log; clean with: $0 down" >&2
+  fi
   exit 1
 }
 log() { echo "swarm-lab: $*" >&2; }
@@ -183,6 +187,7 @@ cmd_up() {
   need_root_and_tools
   check_free
   local started=$SECONDS
+  IN_UP=1
   mkdir -p "$LAB_DIR"
   echo "$n" >"$LAB_DIR/size"
   # a failure part-way leaves a half-built lab: say how to clean it
@@ -227,6 +232,7 @@ cmd_up() {
   for ((i = 1; i <= n; i++)); do wait_until "$IMAGE on node$i" image_on "$i"; done
   write_nodes "$n" "$managers"
   trap - ERR
+  IN_UP=""
   log "up: $n nodes in $((SECONDS - started))s (image $IMAGE on every node)"
   cmd_status
 }
@@ -278,6 +284,14 @@ lab_running() {
   return 0
 }
 
+engines_running() {
+  local pid
+  for pid in ${ENGINES[@]+"${ENGINES[@]}"}; do
+    if running "$pid"; then echo "$pid"; fi
+  done
+  return 0
+}
+
 ENGINES=()
 stop_engines() {
   local pidfile pid deadline
@@ -290,12 +304,21 @@ stop_engines() {
       kill -TERM "$pid" 2>/dev/null || true
     fi
   done
+  # graceful: each engine stops its containers and its containerd
   deadline=$((SECONDS + 20))
-  while [[ -n "$(lab_running)" ]] && ((SECONDS < deadline)); do sleep 0.2; done
+  while [[ -n "$(engines_running)" ]] && ((SECONDS < deadline)); do sleep 0.2; done
+  # what remains (an engine killed earlier leaves containerd, shims, containers): TERM, then KILL
   local left
   left="$(lab_running | sort -u)"
   if [[ -n "$left" ]]; then
-    log "down: SIGKILL to what did not stop within 20s: $(echo "$left" | tr '\n' ' ')"
+    # shellcheck disable=SC2086
+    kill -TERM $left 2>/dev/null || true
+    deadline=$((SECONDS + 5))
+    while [[ -n "$(lab_running)" ]] && ((SECONDS < deadline)); do sleep 0.2; done
+  fi
+  left="$(lab_running | sort -u)"
+  if [[ -n "$left" ]]; then
+    log "down: SIGKILL to what did not stop: $(echo "$left" | tr '\n' ' ')"
     # shellcheck disable=SC2086
     kill -KILL $left 2>/dev/null || true
     deadline=$((SECONDS + 10))

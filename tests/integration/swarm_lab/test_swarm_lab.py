@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import docker
 import docker.errors
 import docker.types
 import httpx
+import psutil
 import pytest
 
 from tests.fixtures.swarm_lab import SCRIPT, LabNode, SwarmLab, require_lab_tools
@@ -47,6 +49,14 @@ def _answers(address: str, port: int) -> bool:
     except httpx.HTTPError:
         return False
     return response.status_code == 200 and response.text.strip() == "ok"
+
+
+def _gone(pid: int) -> bool:
+    """Exited (a zombie until init reaps it counts as gone)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def test_up_three_nodes_serves_host_mode_ports_and_down_leaves_nothing(lab: SwarmLab) -> None:
@@ -105,6 +115,11 @@ def test_up_three_nodes_serves_host_mode_ports_and_down_leaves_nothing(lab: Swar
         for client in clients:
             client.close()
 
+    # a node lost the hard way (its engine SIGKILLed, its containerd, shims and task left
+    # running): down must still remove everything
+    engine = int((lab.directory / "n3" / "docker.pid").read_text())
+    os.kill(engine, signal.SIGKILL)
+    wait_for(lambda: _gone(engine), 10, "node3's engine gone")
     started = time.monotonic()
     result = lab.down()
     down_seconds = time.monotonic() - started

@@ -142,7 +142,7 @@ start_node() {
     --config-file "$dir/daemon.json" \
     --data-root "$dir/data" --exec-root "$dir/exec" --pidfile "$dir/docker.pid" \
     -H "unix://$dir/docker.sock" --bip "172.30.$i.1/24" \
-    --cgroup-parent "/$PREFIX-n$i" >"$dir/dockerd.log" 2>&1 </dev/null &
+    --exec-opt native.cgroupdriver=cgroupfs --cgroup-parent "/$PREFIX-n$i" >"$dir/dockerd.log" 2>&1 </dev/null &
 }
 
 node_id() { dk "$1" info --format '{{.Swarm.NodeID}}'; }
@@ -229,6 +229,10 @@ cmd_up() {
       --listen-addr "$(node_addr "$i"):2377" "$(node_addr 1):2377" >/dev/null
   done
   wait_until "$n nodes Ready in the swarm" ready_count "$n"
+  # a label per node, for placement constraints (node.labels.lab.node==node2)
+  for ((i = 1; i <= n; i++)); do
+    dk 1 node update --label-add "lab.node=node$i" "$(node_id "$i")" >/dev/null
+  done
   for ((i = 1; i <= n; i++)); do wait_until "$IMAGE on node$i" image_on "$i"; done
   write_nodes "$n" "$managers"
   trap - ERR

@@ -76,6 +76,8 @@ def test_up_three_nodes_serves_host_mode_ports_and_down_leaves_nothing(lab: Swar
         assert {n.id for n in swarm_nodes} == {n.node_id for n in nodes}
         assert all(n.attrs["Status"]["State"] == "ready" for n in swarm_nodes)
         assert {n.attrs["Status"]["Addr"] for n in swarm_nodes} == {n.address for n in nodes}
+        labels = {n.id: n.attrs["Spec"]["Labels"].get("lab.node") for n in swarm_nodes}
+        assert labels == {n.node_id: n.name for n in nodes}  # for placement constraints
         for node, client in zip(nodes, clients, strict=True):
             info = client.info()
             assert info["Swarm"]["NodeID"] == node.node_id

@@ -142,6 +142,24 @@ def test_shared_lab_fixture_gives_three_reachable_engines(swarm_lab: SwarmLab) -
             client.close()
 
 
+def test_up_failing_part_way_says_so_and_down_cleans_the_half_built_lab(
+    lab: SwarmLab, tmp_path: Path
+) -> None:
+    """The engines run, then the image import fails: a clear error, and down removes it all."""
+    bogus = tmp_path / "not-a-tar"
+    bogus.write_text("not a tar\n")
+    result = lab.run("up", "2", timeout=180, env={"SKYLIFT_LAB_IMAGE_TAR": str(bogus)})
+    assert result.returncode != 0
+    assert "docker import" in result.stderr and f"clean with: {SCRIPT} down" in result.stderr
+    lab.pids |= lab.live_pids()
+    assert len(lab.namespaces()) == 2 and lab.pids  # half-built: namespaces and engines exist
+    again = lab.run("up", "2")
+    assert again.returncode != 0 and "run" in again.stderr and "down" in again.stderr
+    result = lab.down()
+    assert result.returncode == 0, result.stderr
+    assert lab.leftovers() == []
+
+
 def _script_as(user_argv: list[str], *args: str, path: str | None = None) -> tuple[int, str]:
     env = {**os.environ, "SKYLIFT_LAB_PREFIX": "sltx", "SKYLIFT_LAB_DIR": "/tmp/sltx-none"}
     if path is not None:

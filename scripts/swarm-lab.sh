@@ -31,12 +31,8 @@ FWD_COMMENT="$PREFIX lab bridge"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MAX_NODES=20
 
-IN_UP=""
 die() {
   echo "swarm-lab: error: $*" >&2
-  if [[ -n "$IN_UP" ]]; then
-    echo "swarm-lab: up failed part-way; logs in $LAB_DIR/n*/dockerd.log; clean with: $0 down" >&2
-  fi
   exit 1
 }
 log() { echo "swarm-lab: $*" >&2; }
@@ -187,11 +183,10 @@ cmd_up() {
   need_root_and_tools
   check_free
   local started=$SECONDS
-  IN_UP=1
   mkdir -p "$LAB_DIR"
   echo "$n" >"$LAB_DIR/size"
-  # a failure part-way leaves a half-built lab: say how to clean it
-  trap 'log "up failed; logs in $LAB_DIR/n*/dockerd.log; clean with: $0 down"' ERR
+  # any exit before the end (die, a failing command under set -e) leaves a half-built lab
+  trap 'log "up failed part-way; logs in $LAB_DIR/n*/dockerd.log; clean with: $0 down"' EXIT
 
   ip link add "$BRIDGE" type bridge
   ip addr add "$SUBNET.1/24" dev "$BRIDGE"
@@ -235,8 +230,7 @@ cmd_up() {
   done
   for ((i = 1; i <= n; i++)); do wait_until "$IMAGE on node$i" image_on "$i"; done
   write_nodes "$n" "$managers"
-  trap - ERR
-  IN_UP=""
+  trap - EXIT
   log "up: $n nodes in $((SECONDS - started))s (image $IMAGE on every node)"
   cmd_status
 }

@@ -10,6 +10,7 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.docker",
     "tests.fixtures.swarm",
+    "tests.fixtures.swarm_lab",
     "tests.fixtures.redis",
     "tests.fixtures.pg_replica",
     "tests.fixtures.prometheus",

@@ -69,6 +69,7 @@ async def test_cpu_and_memory_of_a_busy_tree(busy_tree: subprocess.Popen[bytes])
     assert 0.5 <= first["memory"] <= 1.3
     await asyncio.sleep(3.0)  # the measured interval, not a synchronisation
     second = await source.sample("web", time.monotonic())
-    # One core busy (less process start-up) against a 0.5-core request: about 2.0
-    # (less on a loaded host). Without the reaped children's time it would be < 0.2.
-    assert 0.8 <= second["cpu"] <= 2.2, second
+    # One core busy (less process start-up) against a 0.5-core request: about 2.0, less
+    # on a loaded host (CI at load 8 on 2 cores: 0.77). Without the reaped children's
+    # time it would be < 0.2.
+    assert 0.4 <= second["cpu"] <= 2.2, second

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from skylift.engine import Observations, ScalingPolicy, Series, State, decide
+from skylift.engine.metrics import parse_metric_value
 
 NOW = 10_000.0
 
@@ -563,3 +564,37 @@ def test_normalize_desired_replicas_without_behavior(
     state = State(3, 3, recommendations=_history(history))
     decision = decide(policy, _recommends(desired), state, NOW)
     assert decision.desired == expected, name
+
+
+TOLERANCE_CASES = (
+    # (upstream case, metric, observed value, target, current replicas, expected)
+    ("TestReplicaCalcTolerance", "cpu", "102%", "100%", 3, 3),
+    ("TestReplicaCalcToleranceCM", "rps", 62.0, 20.0, 3, 3),
+    ("TestReplicaCalcToleranceCMObject", "p95_latency", 20.666, 20.0, 3, 3),
+    ("TestReplicaCalcToleranceCMExternal", "p95_latency", 8.6, 8.888, 3, 3),
+    ("TestReplicaCalcTolerancePerPodCMExternal", "rps", 8.6, 2.9, 3, 3),
+    ("TestReplicaCalcComputedToleranceAlgImplementation (scale)", "cpu", "50%", "56%", 10, 9),
+    ("TestReplicaCalcComputedToleranceAlgImplementation (unscaling)", "cpu", "50%", "55%", 10, 10),
+)
+"""replica_calculator_test.go's tolerance cases (10 %), every pod ready. A pod
+metric (``qps`` per pod) is a service total here (``rps``, target per replica);
+an object or external ``Value`` metric is one value against its target, which
+skylift's per-replica ``p95_latency`` check computes the same way."""
+
+
+@pytest.mark.parametrize(
+    ("name", "metric", "value", "target", "current", "expected"),
+    TOLERANCE_CASES,
+    ids=[c[0] for c in TOLERANCE_CASES],
+)
+def test_replica_calc_tolerance(
+    name: str, metric: str, value: object, target: object, current: int, expected: int
+) -> None:
+    check = {"kind": "target", "metric": metric, "target": target, "tolerance": "10%"}
+    policy = ScalingPolicy.model_validate(
+        {"semantics": "hpa", "max": 100, "checks": [check], "behavior": {"down": {}}}
+    )
+    sample = parse_metric_value(metric, value)
+    obs = Observations(window=60.0, **{metric: Series([NOW], [sample])})  # type: ignore[arg-type]
+    decision = decide(policy, obs, State(current, current), NOW)
+    assert decision.recommended == expected, name

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 
 from skylift.engine.checks import view_windows, whole_percent
-from skylift.engine.compiled import CompiledDirection, CompiledPolicy
+from skylift.engine.compiled import HPA_DOWNSCALE_WINDOW, CompiledDirection, CompiledPolicy
 from skylift.engine.model import CheckResult, Clamp, Decision, Direction, Observations, State
 from skylift.engine.policy import ScalingPolicy
 from skylift.engine.predictive import Outlook
@@ -254,7 +254,10 @@ def _stabilize_no_behavior(
         history = ((now, current),)
     elif history[0][0] < cutoff:
         history = tuple([h for h in history if h[0] >= cutoff])
-    stable = max([v, *(rec for _, rec in history)])
+    stable = v
+    for _, rec in history:
+        if rec > stable:
+            stable = rec
     if stable != v:
         clamps.append(
             Clamp(
@@ -324,14 +327,18 @@ def _rate_limit(
     return v
 
 
+_HPA_NO_BEHAVIOR_NOTE = (
+    "semantics: Kubernetes HPA without a behavior block (scale-up at most "
+    f"max(2 x current, 4), highest recommendation of {HPA_DOWNSCALE_WINDOW:g}s)"
+)
+_HPA_BEHAVIOR_NOTE = (
+    "semantics: Kubernetes HPA with its behavior block (HPA rounding of percent limits)"
+)
+
+
 def _hpa_note(p: CompiledPolicy) -> str:
     """The explain line that says which counting rules applied."""
-    if p.hpa_no_behavior:
-        return (
-            "semantics: Kubernetes HPA without a behavior block (scale-up at most "
-            f"max(2 x current, 4), highest recommendation of {p.down.stabilization:g}s)"
-        )
-    return "semantics: Kubernetes HPA with its behavior block (HPA rounding of percent limits)"
+    return _HPA_NO_BEHAVIOR_NOTE if p.hpa_no_behavior else _HPA_BEHAVIOR_NOTE
 
 
 def _hpa_out_of_range(

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from skylift.engine.changes import Change
-from skylift.engine.metrics import format_value
+from skylift.engine.metrics import FRACTIONS, format_value
 from skylift.engine.model import Action, CheckResult, Observations, Series, State
 from skylift.units import format_duration
 
@@ -126,7 +126,11 @@ class ThresholdRule:
 
 @dataclass(frozen=True, slots=True)
 class TargetRule:
-    """Kubernetes HPA target tracking with a tolerance band."""
+    """Kubernetes HPA target tracking with a tolerance band.
+
+    ``hpa``: count with HPA's arithmetic: no float-noise guard, and a cpu/memory
+    utilization truncated to a whole percent as HPA's integer division does.
+    """
 
     label: str
     metric: str
@@ -134,6 +138,7 @@ class TargetRule:
     total: bool
     target: float
     tolerance: float
+    hpa: bool = False
 
     def evaluate(
         self, view: WindowView | None, state: State, now: float, window: float
@@ -142,16 +147,21 @@ class TargetRule:
             return _missing(self)
         mean = view[4]
         current = state.desired
+        eps = 0.0 if self.hpa else _EPS
         if self.total:
             ratio = mean / (self.target * max(current, 1))
-            proposal = math.ceil(mean / self.target - _EPS)
+            proposal = math.ceil(mean / self.target - eps)
         else:
             ready = state.ready
             if ready <= 0:
                 return _missing(self)
-            ratio = mean / self.target
-            proposal = math.ceil(ready * ratio - _EPS)
-        if abs(ratio - 1.0) <= self.tolerance + _EPS:
+            if self.hpa and self.metric in FRACTIONS:
+                # HPA: utilization = int(usage * 100 / request), a whole percent.
+                ratio = float(int(mean * 100.0 + _EPS)) / whole_percent(self.target)
+            else:
+                ratio = mean / self.target
+            proposal = math.ceil(ready * ratio - eps)
+        if abs(1.0 - ratio) <= self.tolerance + eps:
             rec = current
         elif ratio > 1.0:
             # Replicas still starting: never read "above target" as a reason to shrink.
@@ -212,6 +222,13 @@ class StepRule:
 
 
 CompiledCheck = ThresholdRule | TargetRule | StepRule
+
+
+def whole_percent(fraction: float) -> float:
+    """``0.7`` -> ``70.0`` exactly (HPA holds percentages as integers), else ``x * 100``."""
+    percent = fraction * 100.0
+    nearest = round(percent)
+    return float(nearest) if abs(percent - nearest) < 1e-6 else percent
 
 
 def threshold_label(

@@ -22,12 +22,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class CompiledDirection:
-    """One direction's pacing; ``limits`` holds (is_percent, value, period)."""
+    """One direction's pacing; ``limits`` holds (is_percent, value, period).
+
+    ``disabled`` is HPA's ``selectPolicy: Disabled``: no move in this direction.
+    """
 
     stabilization: float
     limits: tuple[tuple[bool, float, float], ...]
     select_max: bool
     cooldown: float
+    disabled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,14 +57,24 @@ class CompiledPolicy:
     metrics: tuple[str, ...]
     calendar: Calendar | None = None
     forecast: CompiledForecast | None = None
+    hpa: bool = False
+    """Kubernetes HPA semantics (``semantics: hpa``): see ``decide``."""
+    hpa_no_behavior: bool = False
+    """HPA semantics for an HPA without a ``behavior`` block."""
+
+
+HPA_DOWNSCALE_WINDOW = 300.0
+"""kube-controller-manager's ``--horizontal-pod-autoscaler-downscale-stabilization``
+default: the scale-down window of an HPA without a behavior block."""
 
 
 def _direction(behavior: DirectionBehavior) -> CompiledDirection:
     return CompiledDirection(
         stabilization=behavior.stabilization,
         limits=tuple((lim.type == "percent", lim.value, lim.period) for lim in behavior.limits),
-        select_max=behavior.select == "max",
+        select_max=behavior.select != "min",
         cooldown=behavior.cooldown,
+        disabled=behavior.select == "disabled",
     )
 
 
@@ -108,6 +122,7 @@ def compile_policy(policy: ScalingPolicy) -> CompiledPolicy:
                     check.metric in TOTALS,
                     check.target,
                     check.tolerance,
+                    policy.semantics == "hpa",
                 )
             )
         elif isinstance(check, StepCheck):
@@ -121,8 +136,16 @@ def compile_policy(policy: ScalingPolicy) -> CompiledPolicy:
             )
             label = check.name or f"{check.metric} steps"
             compiled.append(StepRule(label, check.metric, group, check.per_replica, bands))
-    up = _direction(policy.behavior.up)
-    down = _direction(policy.behavior.down)
+    hpa = policy.semantics == "hpa"
+    no_behavior = hpa and not policy.hpa_behavior_block
+    if no_behavior:
+        # An HPA without behavior: a fixed per-decision cap (in ``decide``) and the
+        # controller-wide scale-down window; no rate limits, no scale events.
+        up = CompiledDirection(0.0, (), True, 0.0)
+        down = CompiledDirection(HPA_DOWNSCALE_WINDOW, (), True, 0.0)
+    else:
+        up = _direction(policy.behavior.up)
+        down = _direction(policy.behavior.down)
     periods = [lim[2] for lim in up.limits + down.limits]
     return CompiledPolicy(
         min=policy.min,
@@ -145,4 +168,6 @@ def compile_policy(policy: ScalingPolicy) -> CompiledPolicy:
         forecast=compile_forecast(policy.forecast, policy.capacity)
         if policy.forecast is not None
         else None,
+        hpa=hpa,
+        hpa_no_behavior=no_behavior,
     )

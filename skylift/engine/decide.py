@@ -10,6 +10,12 @@ The pipeline, each stage recording a Clamp when it moves the count:
 6. rate limits per period (Kubernetes ``behavior.policies``);
 7. min/max; then ``paused`` / ``dry_run`` keep the count unchanged.
 
+``semantics: hpa`` (the ``hpa`` preset) counts exactly as a Kubernetes HPA: a
+target with 0 replicas is left alone, a count outside [min, max] goes straight
+to the bound before any of the above, percent limits round as HPA rounds, and a
+policy without a ``behavior`` block gets HPA's fixed cap of max(2 x current, 4)
+and its 300 s scale-down window (see docs/engine.md).
+
 Schedules and events (``wall``-clock windows) raise the min, replace the max
 or multiply the load the checks see; a forecast ``Outlook`` (computed by the
 caller's ``Forecaster``) is a floor under the combined checks, recorded as the
@@ -20,8 +26,8 @@ from __future__ import annotations
 
 import math
 
-from skylift.engine.checks import view_windows
-from skylift.engine.compiled import CompiledDirection, CompiledPolicy
+from skylift.engine.checks import view_windows, whole_percent
+from skylift.engine.compiled import HPA_DOWNSCALE_WINDOW, CompiledDirection, CompiledPolicy
 from skylift.engine.model import CheckResult, Clamp, Decision, Direction, Observations, State
 from skylift.engine.policy import ScalingPolicy
 from skylift.engine.predictive import Outlook
@@ -107,24 +113,51 @@ def _periods_start(
     return start
 
 
+def _hpa_percent(fraction: float) -> float:
+    """HPA's percent as a float: ``float64(value)/100`` of its integer percent."""
+    return whole_percent(fraction) / 100.0
+
+
 def _up_limit(
-    direction: CompiledDirection, events: tuple[tuple[float, int], ...], now: float, current: int
+    direction: CompiledDirection,
+    events: tuple[tuple[float, int], ...],
+    now: float,
+    current: int,
+    hpa: bool,
 ) -> int:
     best = -1 if direction.select_max else 1 << 62
     for is_percent, value, period in direction.limits:
         start = _periods_start(events, now, period, current)
-        proposed = math.ceil(start * (1.0 + value) - 1e-9) if is_percent else start + int(value)
+        if not is_percent:
+            proposed = start + int(value)
+        elif hpa:
+            # HPA: math.Ceil(float64(start) * (1 + float64(value)/100)), no noise guard,
+            # so 100 * 1.1 = 110.00000000000001 allows 111.
+            proposed = math.ceil(float(start) * (1.0 + _hpa_percent(value)))
+        else:
+            proposed = math.ceil(start * (1.0 + value) - 1e-9)
         best = max(best, proposed) if direction.select_max else min(best, proposed)
     return max(best, current)
 
 
 def _down_limit(
-    direction: CompiledDirection, events: tuple[tuple[float, int], ...], now: float, current: int
+    direction: CompiledDirection,
+    events: tuple[tuple[float, int], ...],
+    now: float,
+    current: int,
+    hpa: bool,
 ) -> int:
     best = 1 << 62 if direction.select_max else -1
     for is_percent, value, period in direction.limits:
         start = _periods_start(events, now, period, current)
-        proposed = math.floor(start * (1.0 - value) + 1e-9) if is_percent else start - int(value)
+        if not is_percent:
+            proposed = start - int(value)
+        elif hpa:
+            # HPA: int32(float64(start) * (1 - float64(value)/100)) truncates toward
+            # zero, so 90 * 0.7 = 62.99999999999999 allows 62.
+            proposed = math.trunc(float(start) * (1.0 - _hpa_percent(value)))
+        else:
+            proposed = math.floor(start * (1.0 - value) + 1e-9)
         best = min(best, proposed) if direction.select_max else max(best, proposed)
     return min(best, current)
 
@@ -205,6 +238,38 @@ def _stabilize(
     return stable, (*history, (now, v))
 
 
+def _stabilize_no_behavior(
+    p: CompiledPolicy,
+    history: tuple[tuple[float, int], ...],
+    now: float,
+    current: int,
+    v: int,
+    clamps: list[Clamp],
+) -> tuple[int, tuple[tuple[float, int], ...]]:
+    """HPA without a behavior block: the highest recommendation of the scale-down
+    window, this one included and the window's start too (HPA keeps a sample unless
+    it is strictly older); no scale-up window and no clamp to the current count."""
+    cutoff = now - p.down.stabilization
+    if not history:
+        history = ((now, current),)
+    elif history[0][0] < cutoff:
+        history = tuple([h for h in history if h[0] >= cutoff])
+    stable = v
+    for _, rec in history:
+        if rec > stable:
+            stable = rec
+    if stable != v:
+        clamps.append(
+            Clamp(
+                "stabilization",
+                v,
+                stable,
+                f"highest recommendation of the last {p.down.stabilization:g}s is {stable}",
+            )
+        )
+    return stable, (*history, (now, v))
+
+
 def _cooldown(
     p: CompiledPolicy, state: State, now: float, current: int, v: int, clamps: list[Clamp]
 ) -> int:
@@ -236,17 +301,89 @@ def _rate_limit(
     clamps: list[Clamp],
 ) -> int:
     """Kubernetes ``behavior.policies``: at most so much change per period."""
-    if v > current and p.up.limits:
-        limit = _up_limit(p.up, events, now, current)
+    if v > current and p.hpa_no_behavior:
+        # HPA without behavior: int32(math.Max(2 * current, 4)) per decision.
+        cap = int(max(2.0 * current, 4.0))
+        if v > cap:
+            why = f"HPA without behavior: at most max(2 x {current}, 4) = {cap}"
+            clamps.append(Clamp("rate limit", v, cap, why))
+            return cap
+    elif v > current and p.up.disabled:
+        clamps.append(Clamp("rate limit", v, current, "scale-up disabled (select: disabled)"))
+        return current
+    elif v < current and p.down.disabled:
+        clamps.append(Clamp("rate limit", v, current, "scale-down disabled (select: disabled)"))
+        return current
+    elif v > current and p.up.limits:
+        limit = _up_limit(p.up, events, now, current, p.hpa)
         if v > limit:
             clamps.append(Clamp("rate limit", v, limit, "scale-up rate limit"))
             return limit
     elif v < current and p.down.limits:
-        limit = _down_limit(p.down, events, now, current)
+        limit = _down_limit(p.down, events, now, current, p.hpa)
         if v < limit:
             clamps.append(Clamp("rate limit", v, limit, "scale-down rate limit"))
             return limit
     return v
+
+
+_HPA_NO_BEHAVIOR_NOTE = (
+    "semantics: Kubernetes HPA without a behavior block (scale-up at most "
+    f"max(2 x current, 4), highest recommendation of {HPA_DOWNSCALE_WINDOW:g}s)"
+)
+_HPA_BEHAVIOR_NOTE = (
+    "semantics: Kubernetes HPA with its behavior block (HPA rounding of percent limits)"
+)
+
+
+def _hpa_note(p: CompiledPolicy) -> str:
+    """The explain line that says which counting rules applied."""
+    return _HPA_NO_BEHAVIOR_NOTE if p.hpa_no_behavior else _HPA_BEHAVIOR_NOTE
+
+
+def _hpa_out_of_range(
+    p: CompiledPolicy,
+    state: State,
+    now: float,
+    bounds: tuple[int, int],
+    active: tuple[str, ...],
+    raw: int,
+    results: tuple[CheckResult, ...],
+    failures: int,
+) -> Decision:
+    """HPA's first branch: 0 replicas means autoscaling is off; a count outside
+    [min, max] goes straight to the bound, before metrics, stabilization or limits
+    (and without recording a recommendation)."""
+    current = state.desired
+    low, high = bounds
+    clamps: tuple[Clamp, ...] = ()
+    if current == 0:
+        v = 0
+        notes: tuple[str, ...] = ("HPA: the target has 0 replicas, autoscaling is off",)
+    else:
+        v = high if current > high else low
+        stage = "max" if current > high else "min"
+        why = f"HPA: the current count {current} is outside {low}..{high}, bound first"
+        if active:
+            why += f" ({', '.join(active)})"
+        clamps = (Clamp(stage, current, v, why),)
+        notes = ()
+    notes = (*notes, _hpa_note(p))
+    proposed = v
+    if p.dry_run and v != current:
+        notes = (*notes, f"dry run: would scale to {v}, keeping {current}")
+        v = current
+    last_up, last_down = state.last_up, state.last_down
+    direction: Direction = "hold"
+    events = state.events
+    if v > current:
+        direction, last_up = "up", now
+    elif v < current:
+        direction, last_down = "down", now
+    if v != current and p.events_span > 0.0:
+        events = (*events, (now, v - current))
+    next_state = State(v, state.ready, last_up, last_down, state.recommendations, events, failures)
+    return Decision(v, direction, current, raw, proposed, results, clamps, notes, next_state)
 
 
 def decide(
@@ -302,6 +439,8 @@ def decide(
 
     clamps: list[Clamp] = []
     v = raw
+    if p.hpa and (current == 0 or not low <= current <= high):
+        return _hpa_out_of_range(p, state, now, (low, high), active, raw, results, failures)
     if outlook is not None and outlook.replicas is not None:
         floor = outlook.replicas
         if multiplier != 1.0 and p.forecast is not None:
@@ -312,7 +451,9 @@ def decide(
     if missing:
         v = _guard_missing(p, results, failures, current, v, clamps)
     history: tuple[tuple[float, int], ...] = ()
-    if p.history_span > 0.0:
+    if p.hpa_no_behavior:
+        v, history = _stabilize_no_behavior(p, state.recommendations, now, current, v, clamps)
+    elif p.history_span > 0.0:
         v, history = _stabilize(p, state.recommendations, now, current, v, clamps)
     if v != current:
         v = _cooldown(p, state, now, current, v, clamps)
@@ -333,6 +474,8 @@ def decide(
     notes: tuple[str, ...] = ()
     if outlook is not None and not outlook.ready:
         notes = (outlook.note,)  # "too little history: reactive only"
+    if p.hpa:
+        notes = (*notes, _hpa_note(p))
     proposed = v
     if p.dry_run:
         change = f"would scale to {v}, keeping {current}" if v != current else "no change"

@@ -16,8 +16,10 @@ from pydantic import (
     Field,
     PlainSerializer,
     PlainValidator,
+    SerializerFunctionWrapHandler,
     WithJsonSchema,
     field_serializer,
+    model_serializer,
     model_validator,
 )
 
@@ -255,8 +257,10 @@ class DirectionBehavior(_Model):
         0.0, description="up: use the lowest, down: the highest recommendation of this window"
     )
     limits: tuple[RateLimit, ...] = Field((), description="empty means no rate limit")
-    select: Literal["max", "min"] = Field(
-        "max", description="which limit wins: max = the one allowing the biggest change"
+    select: Literal["max", "min", "disabled"] = Field(
+        "max",
+        description="which limit wins: max = the one allowing the biggest change; "
+        "disabled = never move in this direction (HPA selectPolicy: Disabled)",
     )
     cooldown: Duration = Field(
         0.0, description="no move in this direction within this long after any scaling action"
@@ -302,6 +306,11 @@ class ScalingPolicy(_Model):
     preset: Literal["roadmap", "hpa", "predictive"] | None = Field(
         None, description="start from a built-in policy; fields given here override it"
     )
+    semantics: Literal["skylift", "hpa"] = Field(
+        "skylift",
+        description="hpa: count exactly as a Kubernetes HPA does (rounding, out-of-range "
+        "counts, no behavior block); skylift: the engine's own choices (docs/engine.md)",
+    )
     min: int = Field(1, ge=1, description="fewest replicas")
     max: int = Field(10, ge=1, description="most replicas")
     interval: Duration = Field(15.0, description="time between decisions")
@@ -341,6 +350,20 @@ class ScalingPolicy(_Model):
                 )
             return {**preset_fields(name, data.get("capacity")), **data}
         return data
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_behavior(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """Under HPA semantics a missing ``behavior`` means "no behavior block", which
+        differs from HPA's behavior defaults: keep it missing so a dump reloads the same."""
+        data = handler(self)
+        if isinstance(data, dict) and not self.hpa_behavior_block and self.semantics == "hpa":
+            data.pop("behavior", None)
+        return data
+
+    @property
+    def hpa_behavior_block(self) -> bool:
+        """Whether the policy has a ``behavior`` block (HPA counts differently without)."""
+        return "behavior" in self.model_fields_set
 
     @model_validator(mode="after")
     def _bounds(self) -> ScalingPolicy:

@@ -53,24 +53,16 @@ def _roadmap(capacity: float | None) -> dict[str, Any]:
 
 
 def _hpa() -> dict[str, Any]:
+    """A Kubernetes HPA on cpu at 70 % with no ``behavior`` block, counted as HPA counts.
+
+    Without a behavior block HPA caps a scale-up at max(2 x current, 4) per decision
+    and keeps the highest recommendation of the last 5 minutes; a user who adds
+    ``behavior`` gets HPA's behavior semantics instead (docs/engine.md).
+    """
     return {
+        "semantics": "hpa",
         "interval": "15s",
         "checks": [{"kind": "target", "metric": "cpu", "target": "70%", "tolerance": "10%"}],
-        "behavior": {
-            "up": {
-                "stabilization": "0s",
-                "select": "max",
-                "limits": [
-                    {"type": "percent", "value": "100%", "period": "15s"},
-                    {"type": "replicas", "value": 4, "period": "15s"},
-                ],
-            },
-            "down": {
-                "stabilization": "300s",
-                "select": "max",
-                "limits": [{"type": "percent", "value": "100%", "period": "15s"}],
-            },
-        },
     }
 
 

@@ -46,6 +46,8 @@ HPA_TOLERANCE = 0.1
 """Kubernetes' controller-wide --horizontal-pod-autoscaler-tolerance default."""
 HPA_SYNC_PERIOD = 15.0
 """Kubernetes' controller-wide --horizontal-pod-autoscaler-sync-period default (seconds)."""
+#: skylift's ``behavior.<direction>.select`` -> HPA's ``selectPolicy``
+SELECT_POLICY = {"max": "Max", "min": "Min", "disabled": "Disabled"}
 MAX_STABILIZATION = 3600
 """The apiserver refuses a stabilizationWindowSeconds above one hour."""
 MAX_PERIOD = 1800
@@ -181,7 +183,7 @@ class _Translation:
             "stabilizationWindowSeconds": self._seconds(
                 rules.stabilization, MAX_STABILIZATION, f"{label}.stabilization"
             ),
-            "selectPolicy": "Max" if rules.select == "max" else "Min",
+            "selectPolicy": SELECT_POLICY[rules.select],
         }
         policies: list[dict[str, Any]] = []
         for i, limit in enumerate(rules.limits):
@@ -390,7 +392,9 @@ def export_kubernetes(
             "an HPA without metrics scales on 80% CPU; add e.g. "
             "`{kind: target, metric: cpu, target: 70%}`"
         )
-    behavior = t.behavior()
+    # `semantics: hpa` without a behavior block counts as an HPA without one: leave it out
+    no_block = policy.semantics == "hpa" and not policy.hpa_behavior_block
+    behavior = None if no_block else t.behavior()
 
     for i, schedule in enumerate(policy.schedules):
         trigger = t.cron_trigger(i, schedule)
@@ -416,7 +420,7 @@ def export_kubernetes(
             "minReplicas": policy.min,
             "maxReplicas": policy.max,
             "metrics": metrics,
-            "behavior": behavior,
+            **({"behavior": behavior} if behavior is not None else {}),
         },
     }
     so_metadata = dict(metadata)
@@ -427,7 +431,11 @@ def export_kubernetes(
         "pollingInterval": max(1, math.ceil(policy.interval)),
         "minReplicaCount": policy.min,
         "maxReplicaCount": policy.max,
-        "advanced": {"horizontalPodAutoscalerConfig": {"behavior": behavior}},
+        **(
+            {"advanced": {"horizontalPodAutoscalerConfig": {"behavior": behavior}}}
+            if behavior
+            else {}
+        ),
         "triggers": triggers,
     }
     if policy.fallback is not None:

@@ -213,7 +213,7 @@ def test_behavior_maps_stabilization_policies_and_select() -> None:
 
 
 def test_hpa_preset_behavior_is_kubernetes_default_behavior() -> None:
-    r = export({"preset": "hpa", "max": 20})
+    r = export({"preset": "hpa", "max": 20, "behavior": {}})  # a block: HPA's defaults
     assert r.hpa["spec"]["behavior"]["scaleUp"]["policies"] == [
         {"type": "Percent", "value": 100, "periodSeconds": 15},
         {"type": "Pods", "value": 4, "periodSeconds": 15},
@@ -431,3 +431,19 @@ def test_trigger_names_are_slugs_and_unique() -> None:
     r = export({"checks": checks})
     names = [t["name"] for t in r.scaled_object["spec"]["triggers"]]
     assert names == ["cpu-at-70", "target-rps", "target-rps-2"]
+
+
+def test_hpa_semantics_without_a_behavior_block_exports_none() -> None:
+    """`policy: hpa` counts as an HPA without `behavior` (its own defaults, e.g. the
+    max(2 x current, 4) scale-up cap): writing HPA's behavior defaults would change counts."""
+    r = export({"policy": "hpa", "checks": [CPU_70]})
+    assert "behavior" not in r.hpa["spec"]
+    assert "advanced" not in r.scaled_object["spec"]
+    written = export({"policy": "hpa", "checks": [CPU_70], "behavior": {}})
+    assert "behavior" in written.hpa["spec"]  # a block the user wrote is exported
+
+
+def test_select_disabled_is_hpa_select_policy_disabled() -> None:
+    r = export({"checks": [CPU_70], "behavior": {"down": {"select": "disabled"}}})
+    assert r.hpa["spec"]["behavior"]["scaleDown"]["selectPolicy"] == "Disabled"
+    assert r.hpa["spec"]["behavior"]["scaleUp"]["selectPolicy"] == "Max"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import EU_CHAT, ROOT, US_CHAT, Deployment, make_database, region_block
+from backup_world import EU_CHAT, ROOT, US_CHAT, Deployment, make_database, region_block
 from typer.testing import CliRunner
 
 from skylift.backup.keys import RegionKey

@@ -7,7 +7,7 @@ import shutil
 
 import psycopg
 import pytest
-from conftest import EU_CHAT, Deployment, fresh_target
+from backup_world import EU_CHAT, Deployment, fresh_target
 
 from skylift.backup.telegram import BotApi
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 
-from conftest import EU_CHAT, Deployment, fresh_target, table_stats
+from backup_world import EU_CHAT, Deployment, fresh_target, table_stats
 
 
 def test_429_storm_5xx_and_a_connection_dropped_mid_upload_are_survived(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from conftest import EU_CHAT, Deployment, fresh_target
+from backup_world import EU_CHAT, Deployment, fresh_target
 
 HOUR = 3600.0
 

@@ -7,7 +7,7 @@ import shutil
 import stat
 
 import pytest
-from conftest import EU_CHAT, US_CHAT, Deployment, fresh_target, table_stats
+from backup_world import EU_CHAT, US_CHAT, Deployment, fresh_target, table_stats
 
 
 def test_round_trip_restores_identical_data_in_the_regions_own_chat(deployment: Deployment) -> None:

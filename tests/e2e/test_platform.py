@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -79,8 +80,13 @@ def test_platform_behind_haproxy(
         pair = login.json()
 
         # refresh and /me: every call works, and they land on the other replicas too
+        # (a replica just ready may still be in HAProxy's rise/slowstart: keep going,
+        # with a deadline, until every one has answered; at least 12 rounds)
         seen: set[str] = set()
-        for _ in range(12):
+        deadline = time.monotonic() + 30
+        rounds = 0
+        while rounds < 12 or (len(seen) < 3 and time.monotonic() < deadline):
+            rounds += 1
             r = http.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]})
             assert r.status_code == 200, r.text
             pair = r.json()

@@ -19,10 +19,9 @@ import time
 import psycopg
 import structlog
 from redis.asyncio import Redis
-from starlette.responses import JSONResponse, Response
 
 from skylift.platform.db import Database
-from skylift.platform.errors import PlatformError
+from skylift.platform.errors import ReadOnly
 from skylift.platform.users import Users
 from skylift.regions.replication import copy_database, with_database
 
@@ -32,30 +31,16 @@ MISSING_TTL = 5.0  # seconds "this region holds no copy of that home" is remembe
 COPY_POOL_SIZE = 2
 
 
-class CopyReadOnly(PlatformError):
+class CopyReadOnly(ReadOnly):
     """503 + Retry-After: an opted-in user served from a copy; writes wait for their home."""
 
-    status = 503
+    served_from = "opt_in_copy"
 
-    def __init__(self, home_region: str, region: str, retry_after: int) -> None:
-        super().__init__(
+    @staticmethod
+    def explain(home_region: str, region: str) -> str:
+        return (
             f"home region {home_region} and its zone are down; {region} serves this user from "
             "their opt-in copy: reads work, writes wait for the home region"
-        )
-        self.home_region, self.region, self.retry_after = home_region, region, retry_after
-
-    def response(self) -> Response:
-        return JSONResponse(
-            {
-                "error": "read_only",
-                "reason": self.message,
-                "home_region": self.home_region,
-                "region": self.region,
-                "served_from": "opt_in_copy",
-                "retry_after": self.retry_after,
-            },
-            status_code=503,
-            headers={"Retry-After": str(self.retry_after)},
         )
 
 

@@ -124,22 +124,29 @@ class ReadOnly(PlatformError):
     """503 + Retry-After: a failed-over user's data is served from a standby not yet promoted."""
 
     status = 503
+    served_from: str | None = None  # said in the body when not the standby
 
     def __init__(self, home_region: str, region: str, retry_after: int) -> None:
-        super().__init__(
+        super().__init__(self.explain(home_region, region))
+        self.home_region, self.region, self.retry_after = home_region, region, retry_after
+
+    @staticmethod
+    def explain(home_region: str, region: str) -> str:
+        return (
             f"home region {home_region} is failed over; {region} serves its users from a "
             "read-only standby until the standby is promoted (skylift region promote): "
             "reads work, writes wait"
         )
-        self.home_region, self.region, self.retry_after = home_region, region, retry_after
 
     def response(self) -> Response:
+        served_from = {"served_from": self.served_from} if self.served_from else {}
         return JSONResponse(
             {
                 "error": "read_only",
                 "reason": self.message,
                 "home_region": self.home_region,
                 "region": self.region,
+                **served_from,
                 "retry_after": self.retry_after,
             },
             status_code=503,

@@ -30,6 +30,7 @@ from skylift.config import load_config
 from skylift.edge.geoip import build_map
 from skylift.edge.runner import Edge
 from skylift.regions.config import edge_spec
+from tests.fixtures.region_process import RegionProcess
 from tests.geodns_config import REGIONS, SOURCE_CSV, ZONE, write_config
 from tests.polling import wait_for
 from tests.ports import free_port, free_port_block
@@ -59,28 +60,8 @@ class Answer:
     ttl: int | None
 
 
-@dataclass
-class Standin:
-    region: str
-    port: int
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(STANDIN), self.region, "127.0.0.1", str(self.port)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        assert self.proc.stdout is not None
-        assert self.proc.stdout.readline().strip() == b"ready"
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self.proc = None
+class Standin(RegionProcess):
+    script = STANDIN
 
 
 @dataclass

@@ -8,8 +8,6 @@ Every process started here is stopped in the fixture's finally.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -25,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from skylift.edge.runner import Edge
 from skylift.edge.spec import EdgeSpec, RegionCheck
 from skylift.regions.rules import RegionFacts, Topology
+from tests.fixtures.region_process import RegionProcess
 from tests.polling import wait_for
 from tests.ports import free_port
 
@@ -61,28 +60,8 @@ def spki(key: ec.EllipticCurvePrivateKey) -> str:
     )
 
 
-@dataclass
-class Standin:
-    region: str
-    port: int
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(STANDIN), self.region, "127.0.0.1", str(self.port)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        assert self.proc.stdout is not None
-        assert self.proc.stdout.readline().strip() == b"ready"
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self.proc = None
+class Standin(RegionProcess):
+    script = STANDIN
 
 
 @dataclass

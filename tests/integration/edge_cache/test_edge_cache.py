@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ from skylift.edge.runner import Edge
 from skylift.edge.spec import EdgeSpec
 from skylift.regions.config import edge_spec
 from skylift.regions.rules import RegionFacts, Topology
+from tests.fixtures.region_process import RegionProcess
 from tests.polling import wait_for
 from tests.ports import free_port
 
@@ -47,28 +46,8 @@ TOPOLOGY = Topology(
 CACHE = EdgeCache(paths=("/static/", "/favicon.ico"), max_age=60, bypass_cookies=("sid",))
 
 
-@dataclass
-class Origin:
-    region: str
-    port: int
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(ORIGIN), self.region, "127.0.0.1", str(self.port)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        assert self.proc.stdout is not None
-        assert self.proc.stdout.readline().strip() == b"ready"
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self.proc = None
+class Origin(RegionProcess):
+    script = ORIGIN
 
     def hits(self, path: str) -> int:
         r = httpx.get(f"http://127.0.0.1:{self.port}/_hits", timeout=3.0, trust_env=False)

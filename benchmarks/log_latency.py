@@ -4,8 +4,9 @@ Two HAProxy instances from skylift's own renderer (``HAProxyBalancer``), one
 server each, in front of the same backend process:
 
   nolog  no ``log`` lines (a deployment without autoscale)
-  log    ``log <sock> local0`` + skylift's ``log-format`` + ``dontlognull``, one
-         datagram per request to a unix socket read by skylift's receiver
+  log    ``log ring@skylift_log`` + skylift's ``log-format`` + ``dontlognull``:
+         one line per request, forwarded by the ring over a unix stream socket
+         to skylift's receiver
          (``LogSocket`` + ``LatencyTracker``, the controller's code) running in
          its own process, as the controller does
 
@@ -87,7 +88,7 @@ async def main():
     loop = asyncio.get_running_loop()
     def report():
         c = tracker.counters
-        print(json.dumps({"datagrams": c.datagrams, "requests": c.requests}), flush=True)
+        print(json.dumps({"lines": c.lines, "requests": c.requests}), flush=True)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, report)
     print("ready", flush=True)

@@ -73,7 +73,7 @@ from skylift.store.lease import Lease, LeaseUnverified
 log = structlog.get_logger("skylift.runner")
 
 LOG_SOCKET = "log.sock"
-"""HAProxy's request log (unix datagram) in the state dir, read for p95 latency."""
+"""Where HAProxy's log ring connects (unix stream, state dir): request lines for p95."""
 
 
 class _ApiServer(uvicorn.Server):

@@ -101,7 +101,7 @@ class HAProxySpec:
     timeout_connect: float = 2.0
     timeout_client: float = 30.0
     timeout_server: float = 30.0
-    log_socket: str | None = None  # unix datagram socket path, or no logging
+    log_socket: str | None = None  # unix stream socket skylift listens on, or no logging
     services: tuple[ServiceSpec, ...] = ()
 
 
@@ -202,6 +202,8 @@ def render_config(spec: HAProxySpec) -> str:
 def _body(spec: HAProxySpec) -> str:
     out: list[str] = []
     out += _global(spec)
+    if spec.log_socket:
+        out += log_ring(spec.log_socket)
     out += _defaults(spec)
     out += _metrics_frontend(spec)
     for svc in spec.services:
@@ -228,8 +230,35 @@ def _global(spec: HAProxySpec) -> list[str]:
         f"    hard-stop-after {haproxy_time(hard_stop_after(spec))}",
     ]
     if spec.log_socket:
-        lines.append(f"    log {spec.log_socket} local0")
+        lines.append(f"    log ring@{LOG_RING} local0")
     return lines
+
+
+LOG_RING = "skylift_log"
+LOG_RING_SIZE = 2 * 1024 * 1024
+"""Bytes of log lines HAProxy holds while skylift reads slowly or restarts (~10k lines)."""
+
+
+def log_ring(log_socket: str) -> list[str]:
+    """The ring that carries request log lines to skylift over a unix stream.
+
+    Why not ``log <unix datagram socket>``: a datagram socket's queue holds
+    ``net.unix.max_dgram_qlen`` lines (10 by default), so a burst of requests
+    ending together while the controller's loop is busy loses lines and
+    biases p95. A ring buffers them in HAProxy (never blocking a request: when
+    full, the oldest lines go) and forwards them over one stream connection,
+    which HAProxy re-opens by itself when skylift restarts.
+    """
+    return [
+        "",
+        f"ring {LOG_RING}",
+        "    format rfc3164",
+        "    maxlen 2048",
+        f"    size {LOG_RING_SIZE}",
+        "    timeout connect 2s",
+        "    timeout server 1h",
+        f"    server skylift unix@{log_socket}",
+    ]
 
 
 def _defaults(spec: HAProxySpec) -> list[str]:

@@ -62,7 +62,7 @@ def _message(line: bytes) -> bytes:
 
 
 def parse_line(line: bytes) -> LogRecord | None:
-    """The request in one syslog datagram, or None if it is not a request log line.
+    """The request in one syslog line, or None if it is not a request log line.
 
     HAProxy also sends notices (``Proxy fe_web started.``, server state
     changes) to the same target; those are not errors, just not requests.

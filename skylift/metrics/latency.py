@@ -1,12 +1,13 @@
 """p95 latency per service from HAProxy's request logs.
 
-HAProxy sends one datagram per request to a unix socket that skylift owns
-(``log <path> local0``); a :class:`LogReceiver` parses each line and records
-its latency in the service's sliding-window quantiles; a
-:class:`LatencySource` answers the collector from there. Datagrams are never
-acknowledged: when skylift is slow, HAProxy drops log lines (counted in
-``show info`` as ``DroppedLogs``) instead of slowing requests, so latency is
-then measured on a sample of the requests.
+HAProxy writes one line per request to a ring buffer that it forwards over
+a unix stream socket skylift listens on (``log ring@...``, see
+``skylift.lb.render.log_ring``); a :class:`LogReceiver` parses each line and
+records its latency in the service's sliding-window quantiles; a
+:class:`LatencySource` answers the collector from there. A request never
+waits for its log line: while skylift reads slowly (or restarts) the lines
+wait in the ring, and only when the ring is full are the oldest dropped, so
+latency is then measured on a sample of the requests.
 """
 
 from __future__ import annotations
@@ -27,15 +28,15 @@ from skylift.metrics.haproxy_log import parse_line
 from skylift.metrics.haproxy_stats import Traffic
 from skylift.metrics.quantiles import SlidingQuantiles
 
-RECEIVE_BUFFER = 4 * 1024 * 1024
-"""Socket receive buffer asked for (the kernel caps it at net.core.rmem_max)."""
+MAX_LINE = 64 * 1024
+"""Longest partial line kept (HAProxy's ring sends at most 2048 bytes a line)."""
 
 
 @dataclass(slots=True)
 class LogCounters:
     """What the receiver saw since it started (for status and debugging)."""
 
-    datagrams: int = 0
+    lines: int = 0
     requests: int = 0
     not_requests: int = 0  # notices, or lines in another format
     unknown_backend: int = 0
@@ -75,9 +76,9 @@ class LatencyTracker:
         }
 
     def feed(self, line: bytes, now: float) -> None:
-        """Parse one datagram and record its latency (the receiver's hot path)."""
+        """Parse one log line and record its latency (the receiver's hot path)."""
         counters = self.counters
-        counters.datagrams += 1
+        counters.lines += 1
         record = parse_line(line)
         if record is None:
             counters.not_requests += 1
@@ -98,11 +99,14 @@ class LatencyTracker:
         return 0 if sketch is None else sketch.count(now)
 
 
-class LogReceiver(asyncio.DatagramProtocol):
-    """Feeds every datagram to a tracker, stamped with ``clock()``.
+class LogReceiver:
+    """Feeds every log line to a tracker, stamped with ``clock()``.
 
-    ``clock`` must be the collector's clock (``time.monotonic`` in the
-    controller): the receive time is when the request ended, near enough.
+    Shared by HAProxy's connections (one per worker; an old worker keeps its
+    own until it exits). ``clock`` must be the collector's clock
+    (``time.monotonic`` in the controller): the receive time is when the
+    request ended, near enough (lines HAProxy held while skylift restarted
+    count as now, once).
     """
 
     def __init__(
@@ -110,29 +114,55 @@ class LogReceiver(asyncio.DatagramProtocol):
     ) -> None:
         self.tracker = tracker
         self.clock = clock
-        self.transport: asyncio.DatagramTransport | None = None
         self.error: OSError | None = None
         self.closed = asyncio.Event()
+        self.connections: set[asyncio.Transport] = set()
+
+    def connection(self) -> asyncio.Protocol:
+        return _LogConnection(self)
+
+    def pause(self) -> None:
+        """Stop reading (tests): HAProxy's ring holds the lines meanwhile."""
+        for transport in self.connections:
+            transport.pause_reading()
+
+    def resume(self) -> None:
+        for transport in self.connections:
+            transport.resume_reading()
+
+
+class _LogConnection(asyncio.Protocol):
+    """One HAProxy worker's stream of newline-terminated lines."""
+
+    def __init__(self, receiver: LogReceiver) -> None:
+        self.receiver = receiver
+        self.partial = b""
+        self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # 3.11's selector datagram transport does not subclass DatagramTransport.
-        self.transport = cast(asyncio.DatagramTransport, transport)
+        self.transport = cast(asyncio.Transport, transport)
+        self.receiver.connections.add(self.transport)
 
-    def datagram_received(self, data: bytes, addr: object) -> None:
-        self.tracker.feed(data, self.clock())
-
-    def error_received(self, exc: Exception) -> None:
-        if isinstance(exc, OSError):
-            self.error = exc
+    def data_received(self, data: bytes) -> None:
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()
+        if len(self.partial) > MAX_LINE:  # not HAProxy's ring (maxlen 2048): drop, stay alive
+            self.partial = b""
+        receiver = self.receiver
+        now = receiver.clock()
+        for line in lines:
+            if line:
+                receiver.tracker.feed(line, now)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is not None:
+            self.receiver.connections.discard(self.transport)
         if isinstance(exc, OSError):
-            self.error = exc
-        self.closed.set()
+            self.receiver.error = exc
 
 
 def bind_log_socket(path: Path) -> socket.socket:
-    """A unix datagram socket at ``path``, mode 0600, replacing a stale socket file.
+    """A listening unix stream socket at ``path``, mode 0600, replacing a stale socket file.
 
     Refuses to replace anything that is not a socket: a misconfigured path
     must never delete a user's file.
@@ -141,14 +171,13 @@ def bind_log_socket(path: Path) -> socket.socket:
         if not stat.S_ISSOCK(os.lstat(path).st_mode):
             raise FileExistsError(f"{path} exists and is not a socket: remove it or pick another")
         path.unlink()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-        # Without write permission nobody can send to it, so the default
+        # Without write permission nobody can connect, so the default
         # umask's 0755 before the chmod admits no other user.
         sock.bind(str(path))
         os.chmod(path, 0o600)
+        sock.listen(16)
         sock.setblocking(False)
     except BaseException:
         sock.close()
@@ -157,17 +186,17 @@ def bind_log_socket(path: Path) -> socket.socket:
 
 
 class LogSocket:
-    """The bound socket and its receiver; :meth:`close` removes the socket file."""
+    """The listening socket and its receiver; :meth:`close` removes the socket file."""
 
     def __init__(
         self,
         path: Path,
-        transport: asyncio.DatagramTransport,
+        server: asyncio.Server,
         receiver: LogReceiver,
         inode: tuple[int, int],
     ) -> None:
         self.path = path
-        self.transport = transport
+        self.server = server
         self.receiver = receiver
         self.inode = inode  # (st_dev, st_ino) of the file bind() made: is it still ours?
 
@@ -175,7 +204,8 @@ class LogSocket:
         """Why HAProxy's log lines cannot reach the receiver, or None.
 
         The receiver stopped, or the socket file is gone or replaced: HAProxy
-        sends to the path, so a removed file silently drops every line.
+        connects to the path, so a removed file cuts the lines at its next
+        reconnect (reload, or skylift restarting).
         """
         if not self.is_open:
             error = self.receiver.error
@@ -192,26 +222,31 @@ class LogSocket:
     async def open(
         cls, path: Path, tracker: LatencyTracker, clock: Callable[[], float] = time.monotonic
     ) -> LogSocket:
-        """Bind ``path`` and start receiving on the running loop."""
+        """Bind ``path`` and start accepting HAProxy's connections on the running loop."""
         sock = bind_log_socket(path)
         receiver = LogReceiver(tracker, clock)
         loop = asyncio.get_running_loop()
         try:
             bound = os.stat(path)  # the file bind() just made
-            transport, _ = await loop.create_datagram_endpoint(lambda: receiver, sock=sock)
+            server = await loop.create_unix_server(receiver.connection, sock=sock)
         except BaseException:
             sock.close()
             raise
-        return cls(path, transport, receiver, (bound.st_dev, bound.st_ino))
+        return cls(path, server, receiver, (bound.st_dev, bound.st_ino))
 
     @property
     def is_open(self) -> bool:
         return not self.receiver.closed.is_set()
 
     def close(self) -> None:
-        self.transport.close()
+        self.server.close()
+        for transport in list(self.receiver.connections):
+            transport.close()  # HAProxy re-opens to whoever listens next
+        self.receiver.closed.set()
         with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+            now = os.stat(self.path)
+            if (now.st_dev, now.st_ino) == self.inode:  # never another skylift's socket
+                self.path.unlink()
 
 
 TrafficProbe = Callable[[str, float, float], Awaitable[Traffic | None]]

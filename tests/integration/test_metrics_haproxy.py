@@ -1,7 +1,8 @@
 """A real HAProxy 2.6 logging to skylift's socket and answering ``show stat``.
 
 Checks what unit tests cannot: that HAProxy, configured with LOG_FORMAT and
-``log <socket> local0``, sends lines the parser reads, that p95 comes out
+skylift's log ring (``log ring@...`` forwarding to a unix stream socket), sends
+lines the parser reads, that a burst of lines is not lost, that p95 comes out
 right, and that the backend counters give the request rate.
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from skylift.lb.render import LOG_RING, log_ring
 from skylift.lb.runtime import RuntimeClient
 from skylift.metrics import (
     LOG_FORMAT,
@@ -62,11 +64,13 @@ APP = textwrap.dedent(
 
 def config(state: Path, log_socket: Path, front: int, app: int) -> str:
     """The lines skylift's renderer must carry for metrics, in a minimal config."""
+    ring = "\n        ".join(log_ring(str(log_socket))).strip()
     return textwrap.dedent(
         f"""
         global
             stats socket {state}/haproxy.sock mode 600 level admin
-            log {log_socket} local0
+            log ring@{LOG_RING} local0
+        {ring}
         defaults
             mode http
             log global
@@ -174,7 +178,12 @@ async def test_p95_from_real_log_lines(stack: Stack) -> None:
     async with httpx.AsyncClient(base_url=stack.url, timeout=5.0) as client:
         for _ in range(180):
             assert (await client.get("/sleep/0")).status_code == 200
-        slow = await asyncio.gather(*(client.get("/sleep/150") for _ in range(20)))
+        # a burst that ends together while skylift reads nothing: the ring holds it
+        stack.log_socket.receiver.pause()
+        try:
+            slow = await asyncio.gather(*(client.get("/sleep/150") for _ in range(20)))
+        finally:
+            stack.log_socket.receiver.resume()
         assert all(r.status_code == 200 for r in slow)
     # log lines arrive after their responses: on a starved host, seconds after
     await wait_for(lambda: stack.tracker.counters.requests >= base + 200, 30, "200 log lines")
@@ -226,7 +235,7 @@ async def test_a_stopped_log_reader_under_traffic_is_missing_not_zero(stack: Sta
         await wait_for(lambda: tracker.count("web", time.monotonic()) >= 5, 15, "5 log lines")
         assert (await source.sample("web", time.monotonic()))["p95_latency"] >= 0.02 * 0.98
 
-        stack.log_socket.transport.pause_reading()  # the reader stops; HAProxy keeps sending
+        stack.log_socket.receiver.pause()  # the reader stops; HAProxy keeps sending
         try:
             deadline = time.monotonic() + 10
             while True:  # traffic continues; once the window holds no line, it must fail
@@ -240,7 +249,7 @@ async def test_a_stopped_log_reader_under_traffic_is_missing_not_zero(stack: Sta
                 assert time.monotonic() < deadline, "never failed with the reader stopped"
                 await asyncio.sleep(0.1)
         finally:
-            stack.log_socket.transport.resume_reading()
+            stack.log_socket.receiver.resume()
         assert (await client.get("/")).status_code == 200
         await wait_for(lambda: tracker.count("web", time.monotonic()) > 0, 15, "lines again")
         assert "p95_latency" in await source.sample("web", time.monotonic())

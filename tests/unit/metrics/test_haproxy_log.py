@@ -90,7 +90,7 @@ def test_tracker_feeds_the_service_of_the_backend() -> None:
     assert tracker.quantile("api", 0.95, 10.0) is None
     assert tracker.quantile("nope", 0.95, 10.0) is None
     c = tracker.counters
-    assert (c.datagrams, c.requests, c.unknown_backend, c.not_requests) == (22, 20, 1, 1)
+    assert (c.lines, c.requests, c.unknown_backend, c.not_requests) == (22, 20, 1, 1)
 
 
 def test_tracker_follows_services_that_come_and_go_keeping_the_others_window() -> None:

@@ -1,4 +1,4 @@
-"""LogSocket on a real unix datagram socket (fast, local): mode, feeding, closing."""
+"""LogSocket on a real unix stream socket (fast, local): mode, feeding, closing."""
 
 from __future__ import annotations
 
@@ -26,19 +26,25 @@ async def test_receives_parses_and_closes(tmp_path: Path) -> None:
     try:
         mode = os.stat(sock.path).st_mode
         assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
-            for _ in range(3):
-                sender.sendto(RFC3164, str(sock.path))
+        reader, writer = await asyncio.open_unix_connection(str(sock.path))
+        # lines split across writes, as a stream may deliver them
+        burst = (RFC3164 + b"\n") * 3
+        writer.write(burst[:10])
+        await writer.drain()
+        writer.write(burst[10:])
+        await writer.drain()
         deadline = time.monotonic() + 5
         while tracker.counters.requests < 3:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.005)
         source = LatencySource(tracker, sock)
         assert await source.sample("web", 5.0) == {"p95_latency": pytest.approx(0.007, rel=0.021)}
+        assert tracker.counters.lines == 3
     finally:
         sock.close()
     assert not sock.path.exists()
-    await asyncio.wait_for(sock.receiver.closed.wait(), 5)
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # the sender sees the close
+    writer.close()
     with pytest.raises(SourceError, match="closed"):
         await LatencySource(tracker, sock).sample("web", 5.0)
     assert loop_errors == []
@@ -46,8 +52,9 @@ async def test_receives_parses_and_closes(tmp_path: Path) -> None:
 
 async def test_replaces_a_stale_socket_but_never_a_file(tmp_path: Path) -> None:
     tracker = LatencyTracker({})
-    first = await LogSocket.open(tmp_path / "log.sock", tracker)
-    first.transport.close()  # a crashed skylift leaves the file behind
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(tmp_path / "log.sock"))
+    stale.close()  # a crashed skylift leaves the file behind
     second = await LogSocket.open(tmp_path / "log.sock", tracker)
     second.close()
     (tmp_path / "notes.txt").write_text("mine")
@@ -123,10 +130,10 @@ async def test_a_removed_or_replaced_log_socket_fails_at_once(tmp_path: Path) ->
     try:
         source = LatencySource(tracker, sock, traffic=Stats(Traffic(0, 0)))
         assert await source.sample("web", 1.0) == {"p95_latency": 0.0}
-        sock.path.rename(tmp_path / "moved.sock")  # HAProxy sends to the path: lines lost
+        sock.path.rename(tmp_path / "moved.sock")  # cut at HAProxy's next connect
         with pytest.raises(SourceError, match="was removed"):
             await source.sample("web", 2.0)
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as other:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as other:
             other.bind(str(sock.path))  # someone else's socket at the path
             with pytest.raises(SourceError, match="replaced by another file"):
                 await source.sample("web", 3.0)

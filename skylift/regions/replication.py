@@ -6,11 +6,14 @@ theirs, is copied from their home region H's primary to F's PostgreSQL
 server with logical replication:
 
 - on H (publisher): one publication per possible fallback region,
-  ``FOR TABLE users WHERE (fallback_region = 'F')``. PostgreSQL 15 row filters
-  on UPDATE/DELETE need the filter column in the replica identity, hence
-  ``REPLICA IDENTITY FULL`` on ``users`` (migration p0003); an UPDATE that
-  takes a row out of the filter reaches the subscriber as a DELETE: that is
-  how opting out removes the copy;
+  ``FOR TABLE users (every column but the secret ones) WHERE (xr_target = 'F')``
+  (``xr_target`` = ``coalesce(fallback_region, '')``, kept by a trigger).
+  PostgreSQL 15 row filters on UPDATE/DELETE need the filter column in the
+  replica identity, and a column list must hold every identity column: the
+  identity is a unique index on ``(id, xr_target)`` (migration p0005), so
+  ``password_hash`` never leaves the home region. An UPDATE that takes a row
+  out of the filter reaches the subscriber as a DELETE: that is how opting
+  out removes the copy;
 - on F's server (subscriber): a database of its own per home region
   (``skylift_copy_<home>``) holding only the users table, so a copy never
   collides with F's own users (unique e-mail), and one subscription per
@@ -70,9 +73,20 @@ def _checked(name: str) -> str:
     return name
 
 
+SECRET_COLUMNS = frozenset({"password_hash"})
+"""Columns of ``users`` that stay in the home region even for a user who opted in."""
+FILTER_COLUMN = "xr_target"
+IDENTITY_INDEX = "users_replica_identity"
+
+
 def row_filter(fallback: str) -> str:
     """The publication's WHERE clause as PostgreSQL prints it back (``pg_publication_tables``)."""
-    return f"(fallback_region = {quote_literal(fallback)}::text)"
+    return f"({FILTER_COLUMN} = {quote_literal(fallback)}::text)"
+
+
+def published_columns(columns: list[tuple[str, str, bool]]) -> list[tuple[str, str, bool]]:
+    """The publisher's ``users`` columns a copy receives: all but :data:`SECRET_COLUMNS`."""
+    return [c for c in columns if c[0] not in SECRET_COLUMNS]
 
 
 def quote_literal(value: str) -> str:
@@ -176,10 +190,13 @@ def decide_subscription(current: SubscriptionFacts | None, conninfo: str) -> Act
 
 PUBLISHER_CHECKS = (
     "SELECT current_setting('wal_level') AS wal_level, "
-    "(SELECT relreplident FROM pg_class WHERE oid = to_regclass('users')) AS identity"
+    "(SELECT CASE WHEN c.relreplident = 'i' THEN (SELECT i.relname FROM pg_index x "
+    "JOIN pg_class i ON i.oid = x.indexrelid WHERE x.indrelid = c.oid AND x.indisreplident) "
+    "ELSE c.relreplident::text END FROM pg_class c WHERE c.oid = to_regclass('users')) "
+    "AS identity"
 )
 PUBLICATION_FILTER = (
-    "SELECT rowfilter FROM pg_publication_tables "
+    "SELECT rowfilter, attnames FROM pg_publication_tables "
     "WHERE pubname = %s AND schemaname = 'public' AND tablename = 'users'"
 )
 PUBLICATION_EXISTS = "SELECT 1 FROM pg_publication WHERE pubname = %s"
@@ -203,10 +220,10 @@ def publisher_problem(home: str, wal_level: str | None, identity: str | None) ->
         )
     if identity is None:
         return f"{home}'s database has no users table yet: start its platform (it migrates)"
-    if identity != "f":
+    if identity != IDENTITY_INDEX:
         return (
-            f"{home}'s users table is not REPLICA IDENTITY FULL: run the platform's "
-            "migrations (p0004_replication)"
+            f"{home}'s users table is not REPLICA IDENTITY USING INDEX {IDENTITY_INDEX}: "
+            "run the platform's migrations (p0005_copy_columns)"
         )
     return None
 

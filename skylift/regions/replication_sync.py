@@ -83,30 +83,38 @@ def owner_of(config: SkyliftConfig, base_dir: Path, home: str, timeout: float) -
 def ensure_publication(
     url: str, home: str, fallback: str, timeout: float
 ) -> list[tuple[str, str, bool]]:
-    """On ``home``'s primary: the publication for ``fallback``; returns the users columns."""
+    """On ``home``'s primary: the publication for ``fallback``; returns the columns it sends.
+
+    Every column of ``users`` but the secret ones (:data:`replication.SECRET_COLUMNS`),
+    re-listed when a migration adds a column.
+    """
     with _connect(url, timeout) as conn:
         row = conn.execute(r.PUBLISHER_CHECKS).fetchone()
         assert row is not None
         problem = r.publisher_problem(home, row[0], row[1])
         if problem is not None:
             raise r.ReplicationError(problem)
+        columns = r.published_columns(
+            [(str(c[0]), str(c[1]), bool(c[2])) for c in conn.execute(r.USERS_COLUMNS)]
+        )
         name = r.publication_name(fallback)
-        where = sql.SQL("WHERE (fallback_region = {})").format(sql.Literal(fallback))
+        table = sql.SQL("users ({}) WHERE ({} = {})").format(
+            sql.SQL(", ").join(sql.Identifier(c[0]) for c in columns),
+            sql.Identifier(r.FILTER_COLUMN),
+            sql.Literal(fallback),
+        )
         if conn.execute(r.PUBLICATION_EXISTS, (name,)).fetchone() is None:
             conn.execute(
-                sql.SQL("CREATE PUBLICATION {} FOR TABLE users {}").format(
-                    sql.Identifier(name), where
-                )
+                sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(name), table)
             )
         else:
             found = conn.execute(r.PUBLICATION_FILTER, (name,)).fetchone()
-            if found is None or found[0] != r.row_filter(fallback):
+            wanted = (r.row_filter(fallback), [c[0] for c in columns])
+            if found is None or (found[0], list(found[1] or [])) != wanted:
                 conn.execute(
-                    sql.SQL("ALTER PUBLICATION {} SET TABLE users {}").format(
-                        sql.Identifier(name), where
-                    )
+                    sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(sql.Identifier(name), table)
                 )
-        return [(str(c[0]), str(c[1]), bool(c[2])) for c in conn.execute(r.USERS_COLUMNS)]
+        return columns
 
 
 def ensure_copy_table(
@@ -125,6 +133,8 @@ def ensure_copy_table(
         present = {str(c[0]): str(c[1]) for c in conn.execute(r.USERS_COLUMNS).fetchall()}
         for statement in r.missing_columns_sql(columns, present):
             conn.execute(statement)
+        for secret in sorted(r.SECRET_COLUMNS & present.keys()):  # a copy made before p0005
+            conn.execute(sql.SQL("ALTER TABLE users DROP COLUMN {}").format(sql.Identifier(secret)))
     return copy_url
 
 

@@ -1,12 +1,13 @@
 """Opt-in replication between two real PostgreSQL servers: a home primary and a fallback.
 
-The home's platform schema is migrated for real (p0004 sets REPLICA IDENTITY
-FULL); the reconcile steps of :mod:`skylift.regions.replication_sync` build the
+The home's platform schema is migrated for real (p0005 makes (id, xr_target)
+the replica identity); the reconcile steps of :mod:`skylift.regions.replication_sync` build the
 publication, the copy database and the subscription. Checked: only opted-in
 rows cross, an update follows, opting out deletes the copy, a non-opted user
 has no row anywhere on the fallback server, a second pass changes nothing, a
 publisher without ``wal_level=logical`` is named with its fix, and a change of
-publisher (what ``region promote`` causes) empties and re-copies the copy.
+publisher (what ``region promote`` causes) empties and re-copies the copy,
+and no password hash reaches the fallback.
 """
 
 from __future__ import annotations
@@ -131,6 +132,19 @@ def test_only_opted_in_rows_cross_and_opt_out_removes_them(
     for email in ("same@example.test", "asia@example.test", "late@example.test"):
         assert set(everywhere(fallback, email).values()) == {0}, email
     assert everywhere(fallback, "opted@example.test") == {"platform": 1, PAIR.database: 1}
+
+    # the opted-in row crossed without its password hash: the copy has no such column
+    def copy_columns() -> set[str]:
+        return {c[0] for c in query(fallback.dsn(PAIR.database), r.USERS_COLUMNS)}
+
+    assert "password_hash" not in copy_columns()
+    assert {"email", "fallback_region"} <= copy_columns()
+    # a copy made by a version that published the hash loses the column at the next pass
+    with psycopg.connect(fallback.dsn(PAIR.database), autocommit=True) as conn:
+        conn.execute("ALTER TABLE users ADD COLUMN password_hash text")
+    assert "password_hash" in copy_columns()
+    assert sync(home, fallback) == "ok"
+    assert "password_hash" not in copy_columns()
 
 
 def test_new_publisher_empties_and_recopies(

@@ -45,7 +45,7 @@ def test_names_that_collide_are_refused() -> None:
 
 
 def test_row_filter_as_postgres_prints_it() -> None:
-    assert r.row_filter("us") == "(fallback_region = 'us'::text)"
+    assert r.row_filter("us") == "(xr_target = 'us'::text)"
     assert r.quote_literal("o'k") == "'o''k'"
 
 
@@ -72,13 +72,19 @@ def test_subscription_decisions() -> None:
 
 
 def test_publisher_problems_name_the_fix() -> None:
-    assert r.publisher_problem("eu-west", "logical", "f") is None
-    wal = r.publisher_problem("eu-west", "replica", "f")
+    assert r.publisher_problem("eu-west", "logical", r.IDENTITY_INDEX) is None
+    wal = r.publisher_problem("eu-west", "replica", r.IDENTITY_INDEX)
     assert wal is not None and "wal_level = logical" in wal and "eu-west" in wal
     table = r.publisher_problem("eu-west", "logical", None)
     assert table is not None and "no users table" in table
-    identity = r.publisher_problem("eu-west", "logical", "d")
-    assert identity is not None and "REPLICA IDENTITY FULL" in identity
+    for before_p0005 in ("d", "f"):  # default (primary key) or p0004's whole row
+        identity = r.publisher_problem("eu-west", "logical", before_p0005)
+        assert identity is not None and "p0005_copy_columns" in identity
+
+
+def test_the_password_hash_is_never_published() -> None:
+    columns = [("id", "uuid", True), ("password_hash", "text", True), ("xr_target", "text", True)]
+    assert r.published_columns(columns) == [("id", "uuid", True), ("xr_target", "text", True)]
 
 
 def test_copy_table_follows_the_publisher() -> None:

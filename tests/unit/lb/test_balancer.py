@@ -42,7 +42,7 @@ def test_build_spec_maps_config_and_sorts() -> None:
     assert (web.check.fall, web.check.rise, web.check.slowstart) == (2, 3, 10.0)
     assert (spec.timeout_server, spec.maxconn, spec.metrics_bind) == (45.0, 100, "127.0.0.1:9999")
     text = render_config(spec)
-    assert "log /srv/state/log.sock local0" in text
+    assert "server skylift unix@/srv/state/log.sock" in text  # the log ring's reader
     assert "default-server inter 500ms fall 2 rise 3 slowstart 10s" in text
 
 

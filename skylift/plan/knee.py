@@ -1,0 +1,180 @@
+"""Knee finding, the next step rate to try, the bottleneck, and concurrent users: pure.
+
+A step is one open-loop run at a constant offered rate. It *passes* when p95 is
+under the SLO, no request failed, and the service kept up (its successful
+throughput reached ``KEEP_UP`` of the offered rate: past saturation an open-loop
+queue grows through a short step, and p95 alone would lag behind it). A step
+the load generator itself could not keep up with (it sent late or too little)
+is *untrusted*: it neither passes nor fails, and the search does not use it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+KEEP_UP = 0.95
+"""A passing step served at least this share of the offered rate, per second."""
+GENERATOR_LAG_MS = 50.0
+"""Send lag p99 above this means the generator, not the service, fell behind."""
+GENERATOR_RATE = 0.97
+"""The generator must send at least this share of the offered rate."""
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One step of a step load: what was offered and what came back."""
+
+    offered_rps: float
+    sent_rps: float
+    ok_rps: float
+    p95_ms: float
+    errors: int
+    lag_p99_ms: float
+    replicas: int = 1
+
+    @property
+    def generator_ok(self) -> bool:
+        """False when the generator could not send the offered load on time."""
+        return (
+            self.lag_p99_ms <= GENERATOR_LAG_MS
+            and self.sent_rps >= GENERATOR_RATE * self.offered_rps
+        )
+
+    def passes(self, slo_ms: float) -> bool:
+        """Within the SLO, error-free, and served (see module doc); False if untrusted."""
+        return (
+            self.generator_ok
+            and self.errors == 0
+            and self.p95_ms < slo_ms
+            and self.ok_rps >= KEEP_UP * self.offered_rps
+        )
+
+    def to_dict(self, slo_ms: float) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "trusted": self.generator_ok,
+            "passed": self.passes(slo_ms),
+        }
+
+
+@dataclass(frozen=True)
+class Knee:
+    """The highest passing rate below the lowest failing one (None: no step passed)."""
+
+    max_rps: float | None
+    p95_ms: float | None
+    first_fail_rps: float | None
+    untrusted: int
+
+
+def find_knee(steps: Sequence[StepResult], slo_ms: float) -> Knee:
+    """The max offered rate that passed, counting only passes below every trusted failure.
+
+    A pass above a trusted failure is noise (a machine shared with others), so the
+    knee is the best pass under the lowest failure: conservative, as a limit should be.
+    """
+    trusted = [s for s in steps if s.generator_ok]
+    fails = [s.offered_rps for s in trusted if not s.passes(slo_ms)]
+    first_fail = min(fails) if fails else None
+    passes = [
+        s
+        for s in trusted
+        if s.passes(slo_ms) and (first_fail is None or s.offered_rps < first_fail)
+    ]
+    best = max(passes, key=lambda s: s.offered_rps, default=None)
+    return Knee(
+        max_rps=None if best is None else best.offered_rps,
+        p95_ms=None if best is None else best.p95_ms,
+        first_fail_rps=first_fail,
+        untrusted=len(steps) - len(trusted),
+    )
+
+
+def next_rate(
+    steps: Sequence[StepResult],
+    slo_ms: float,
+    *,
+    start: float,
+    resolution: float,
+    ceiling: float,
+) -> float | None:
+    """The next offered rate: double from ``start`` until a failure, then bisect.
+
+    Stops (None) once pass and failure are within ``resolution`` req/s, or doubling
+    passed ``ceiling`` without a failure. Untrusted steps are ignored.
+    """
+    knee = find_knee(steps, slo_ms)
+    if knee.first_fail_rps is None:
+        if knee.max_rps is None:
+            return start if not steps else None  # only untrusted steps so far: stop
+        nxt = knee.max_rps * 2
+        return nxt if nxt <= ceiling else None
+    low = knee.max_rps if knee.max_rps is not None else 0.0
+    if knee.first_fail_rps - low <= resolution:
+        return None
+    return round((low + knee.first_fail_rps) / 2, 2)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What was sampled during the saturating step (None: could not be seen).
+
+    CPU in percent of one core (a process using two cores reads 200).
+    """
+
+    replica_cpu_pct: float | None = None
+    host_cpu_pct: float | None = None
+    service_cores: int | None = None
+    memory_available_pct: float | None = None
+    balancer_cpu_pct: float | None = None
+    db_connections: int | None = None
+    db_max_connections: int | None = None
+
+
+CPU_BUSY = 85.0
+"""Percent of a core (or of the cores) that counts as saturated."""
+MEMORY_LOW = 10.0
+DB_FULL = 0.9
+
+
+def classify_bottleneck(m: Measured) -> tuple[str, str]:
+    """(bottleneck, evidence) in the order that explains the others.
+
+    Memory first (swapping makes everything slow), then database connections,
+    the balancer, then CPU: the replica's own core (a GIL-bound process
+    saturates at one core) or the cores given to the service. ``unknown`` when
+    nothing measured is saturated (e.g. a slow downstream call).
+    """
+    if m.memory_available_pct is not None and m.memory_available_pct < MEMORY_LOW:
+        return "memory", f"host memory available {m.memory_available_pct:.0f}% < {MEMORY_LOW:g}%"
+    if (
+        m.db_connections is not None
+        and m.db_max_connections
+        and m.db_connections >= DB_FULL * m.db_max_connections
+    ):
+        return (
+            "database connections",
+            f"{m.db_connections} of {m.db_max_connections} connections in use",
+        )
+    if m.balancer_cpu_pct is not None and m.balancer_cpu_pct >= CPU_BUSY:
+        return "balancer", f"HAProxy at {m.balancer_cpu_pct:.0f}% of a core"
+    if m.replica_cpu_pct is not None and m.replica_cpu_pct >= CPU_BUSY:
+        return "cpu", f"replica at {m.replica_cpu_pct:.0f}% of a core"
+    if m.host_cpu_pct is not None and m.service_cores:
+        full = CPU_BUSY * m.service_cores
+        if m.host_cpu_pct >= full:
+            return "cpu", f"service cores at {m.host_cpu_pct:.0f}% of {m.service_cores} core(s)"
+    return "unknown", "no measured resource saturated (CPU, memory, connections, balancer)"
+
+
+def concurrent_users(rps: float, think_s: float, response_s: float) -> int:
+    """Little's law: users = throughput x (think time + response time), rounded down.
+
+    Each user sends one request, waits for it, then thinks ``think_s`` seconds.
+    """
+    if rps < 0 or think_s < 0 or response_s < 0:
+        raise ValueError("rps, think time and response time must not be negative")
+    return math.floor(rps * (think_s + response_s))

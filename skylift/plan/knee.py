@@ -21,6 +21,9 @@ GENERATOR_LAG_MS = 50.0
 """Send lag p99 above this means the generator, not the service, fell behind."""
 GENERATOR_RATE = 0.97
 """The generator must send at least this share of the offered rate."""
+CONTENDED_PCT = 50.0
+"""CPU (percent of one core) that processes outside the deployment took on the
+service's cores during a step, above which the step is marked ``contended``."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,16 @@ class StepResult:
     errors: int
     lag_p99_ms: float
     replicas: int = 1
+    foreign_cpu_pct: float | None = None
+    """CPU other processes used on the service's cores (None: not measured)"""
+    cpu_ms_per_ok: float | None = None
+    """replica CPU per successful request (Utilization law: D = U / X)"""
+
+    @property
+    def contended(self) -> bool:
+        """True when other processes took a share of the service's cores: the step still
+        counts (that is the host the service runs on) but is reported as such."""
+        return self.foreign_cpu_pct is not None and self.foreign_cpu_pct > CONTENDED_PCT
 
     @property
     def generator_ok(self) -> bool:
@@ -56,6 +69,7 @@ class StepResult:
         return {
             **asdict(self),
             "trusted": self.generator_ok,
+            "contended": self.contended,
             "passed": self.passes(slo_ms),
         }
 
@@ -100,11 +114,15 @@ def next_rate(
     start: float,
     resolution: float,
     ceiling: float,
+    floor: float = 0.0,
 ) -> float | None:
     """The next offered rate: double from ``start`` until a failure, then bisect.
 
-    Stops (None) once pass and failure are within ``resolution`` req/s, or doubling
-    passed ``ceiling`` without a failure. Untrusted steps are ignored.
+    Stops (None) once pass and failure are within ``resolution`` (a fraction of the
+    failing rate: 0.05 = 5 %), or doubling
+    passed ``ceiling`` without a failure. Bisection starts from ``floor`` (a rate
+    known to pass, e.g. fewer replicas' knee) when no step passed yet. Untrusted
+    steps are ignored.
     """
     knee = find_knee(steps, slo_ms)
     if knee.first_fail_rps is None:
@@ -112,8 +130,8 @@ def next_rate(
             return start if not steps else None  # only untrusted steps so far: stop
         nxt = knee.max_rps * 2
         return nxt if nxt <= ceiling else None
-    low = knee.max_rps if knee.max_rps is not None else 0.0
-    if knee.first_fail_rps - low <= resolution:
+    low = knee.max_rps if knee.max_rps is not None else floor
+    if knee.first_fail_rps - low <= resolution * knee.first_fail_rps:
         return None
     return round((low + knee.first_fail_rps) / 2, 2)
 
@@ -132,6 +150,8 @@ class Measured:
     balancer_cpu_pct: float | None = None
     db_connections: int | None = None
     db_max_connections: int | None = None
+    foreign_cpu_pct: float | None = None
+    """CPU that processes outside the deployment used on the service's cores"""
 
 
 CPU_BUSY = 85.0
@@ -166,8 +186,32 @@ def classify_bottleneck(m: Measured) -> tuple[str, str]:
     if m.host_cpu_pct is not None and m.service_cores:
         full = CPU_BUSY * m.service_cores
         if m.host_cpu_pct >= full:
-            return "cpu", f"service cores at {m.host_cpu_pct:.0f}% of {m.service_cores} core(s)"
+            foreign = (
+                f", {m.foreign_cpu_pct:.0f}% of it by other processes"
+                if m.foreign_cpu_pct is not None
+                else ""
+            )
+            return (
+                "cpu",
+                f"service cores at {m.host_cpu_pct:.0f}% of {m.service_cores} core(s){foreign}",
+            )
     return "unknown", "no measured resource saturated (CPU, memory, connections, balancer)"
+
+
+def cpu_per_request(steps: Sequence[StepResult]) -> float | None:
+    """Median replica CPU ms per successful request over trusted steps (None: unmeasured).
+
+    Unlike the knee this does not move when other processes share the cores, so
+    ``1000 / cpu_per_request`` is what one single-threaded replica carries with a core
+    of its own.
+    """
+    values = sorted(
+        s.cpu_ms_per_ok for s in steps if s.generator_ok and s.cpu_ms_per_ok is not None
+    )
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
 def concurrent_users(rps: float, think_s: float, response_s: float) -> int:

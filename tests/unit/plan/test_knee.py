@@ -54,7 +54,7 @@ def test_untrusted_steps_are_marked_and_not_used() -> None:
 
 
 def test_next_rate_doubles_then_bisects_to_resolution() -> None:
-    kw = {"start": 5.0, "resolution": 3.0, "ceiling": 1000.0}
+    kw = {"start": 5.0, "resolution": 0.05, "ceiling": 1000.0}
     assert next_rate([], SLO, **kw) == 5.0
     steps = [step(5), step(10), step(20), step(40)]
     assert next_rate(steps, SLO, **kw) == 80
@@ -67,6 +67,8 @@ def test_next_rate_doubles_then_bisects_to_resolution() -> None:
     steps.append(step(52.5))
     assert next_rate(steps, SLO, **kw) is None
     assert next_rate([step(600)], SLO, **kw) is None  # doubling passes the ceiling
+    # a floor known to pass (fewer replicas' knee) when nothing passed yet
+    assert next_rate([step(100, p95=900)], SLO, **kw, floor=60.0) == 80
 
 
 def test_bottleneck_order_and_unknown() -> None:

@@ -88,3 +88,14 @@ def test_missing_inputs_give_no_date_and_say_why() -> None:
     assert "growing" in build_plan(inputs(growth=Growth(-0.01, -0.02, 0.0, 9)))["limit"]["reason"]
     overrun = build_plan(inputs(peak_rps=120.0))["limit"]
     assert overrun["days"] == 0.0 and overrun["date"] == "2026-01-01"
+
+
+def test_plan_json_matches_the_committed_schema() -> None:
+    import json
+    from pathlib import Path
+
+    import jsonschema
+
+    schema = json.loads((Path(__file__).parents[3] / "docs" / "plan.schema.json").read_text())
+    for plan in (build_plan(inputs()), build_plan(inputs(capacity=None, growth=None))):
+        jsonschema.validate(json.loads(json.dumps(plan)), schema)

@@ -94,7 +94,7 @@ def test_plan_json_matches_the_committed_schema() -> None:
     import json
     from pathlib import Path
 
-    import jsonschema
+    import jsonschema  # type: ignore[import-untyped]
 
     schema = json.loads((Path(__file__).parents[3] / "docs" / "plan.schema.json").read_text())
     for plan in (build_plan(inputs()), build_plan(inputs(capacity=None, growth=None))):

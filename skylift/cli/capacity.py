@@ -152,6 +152,8 @@ def capacity_command(
         if not ready:
             raise fail(f"service {service!r} has no ready replica")
         cap_replicas = max_replicas or 2 * pinning.service_cores
+        budget = loaded.config.services[service].database
+        db_max = None if budget is None else budget.max_connections - budget.reserve
         paused = False
         try:
             if autoscaled:
@@ -160,7 +162,7 @@ def capacity_command(
             stepload.pin(pinning, [r["pid"] for r in ready if r["pid"]] + haproxy_pids, _log)
             one = ready[0]
             _log(f"{service}: one replica ({one['id']}) directly at {one['address']}")
-            sampler = stepload.Sampler([one["pid"]] if one["pid"] else [], [], pinning)
+            sampler = stepload.Sampler([one["pid"]] if one["pid"] else [], [], pinning, db_max)
 
             def replica_step(rps: float) -> tuple[StepResult, Measured]:
                 return stepload.run_step(
@@ -190,7 +192,7 @@ def capacity_command(
                 ready_n = _scale(api, status, service, n, loaded.config.services[service])
                 stepload.pin(pinning, [r["pid"] for r in ready_n if r["pid"]], _log)
                 sampler_n = stepload.Sampler(
-                    [r["pid"] for r in ready_n if r["pid"]], haproxy_pids, pinning
+                    [r["pid"] for r in ready_n if r["pid"]], haproxy_pids, pinning, db_max
                 )
                 _log(f"{service}: {n} replica(s) through HAProxy at {front}")
 

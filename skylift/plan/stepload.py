@@ -21,6 +21,7 @@ from skylift.loadgen import constant_plan, run_load
 from skylift.plan.knee import Measured, StepResult
 
 Log = Callable[[str], None]
+DB_PORTS = (5432, 6432)
 
 
 @dataclass
@@ -87,11 +88,32 @@ def unpin(pinning: Pinning) -> None:
 class Sampler:
     """CPU of the replicas and the balancer, and host memory, over one step."""
 
-    def __init__(self, replica_pids: list[int], balancer_pids: list[int], pinning: Pinning):
+    def __init__(
+        self,
+        replica_pids: list[int],
+        balancer_pids: list[int],
+        pinning: Pinning,
+        db_max_connections: int | None = None,
+    ):
         self.replicas = self._procs(replica_pids)
         self.balancer = self._procs(balancer_pids)
         self.generator = psutil.Process()
         self.pinning = pinning
+        self.db_max = db_max_connections
+
+    def db_connections(self) -> int | None:
+        """Established connections from the replicas to PostgreSQL/PgBouncer ports."""
+        if self.db_max is None:
+            return None
+        count = 0
+        for proc in self.replicas:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                count += sum(
+                    1
+                    for c in proc.net_connections(kind="tcp")
+                    if c.raddr and c.raddr.port in DB_PORTS and c.status == psutil.CONN_ESTABLISHED
+                )
+        return count
 
     @staticmethod
     def _procs(pids: Iterable[int]) -> list[psutil.Process]:
@@ -109,29 +131,32 @@ class Sampler:
         psutil.cpu_percent(None, percpu=True)
 
     def stop(self) -> Measured:
-        def total(procs: list[psutil.Process]) -> float | None:
-            values = []
-            for proc in procs:
-                with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-                    values.append(proc.cpu_percent(None))
-            return sum(values) if values else None
+        """CPU since ``start``: each process is read once (``cpu_percent`` resets on read)."""
 
+        def read(proc: psutil.Process) -> float | None:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                return float(proc.cpu_percent(None))
+            return None
+
+        replicas = [v for v in map(read, self.replicas) if v is not None]
+        balancer = [v for v in map(read, self.balancer) if v is not None]
+        generator = read(self.generator) or 0.0
         per_cpu = psutil.cpu_percent(None, percpu=True)
         cores = self.pinning.service or set(range(len(per_cpu)))
-        busiest = max((total([p]) or 0.0 for p in self.replicas), default=None)
         host = sum(per_cpu[c] for c in cores if c < len(per_cpu))
-        own = (total(self.replicas) or 0.0) + (total(self.balancer) or 0.0)
+        own = sum(replicas) + sum(balancer)
         if self.pinning.generator is None:  # not pinned: the generator shares the cores
-            own += total([self.generator]) or 0.0
+            own += generator
+        memory = psutil.virtual_memory()
         return Measured(
             foreign_cpu_pct=max(0.0, host - own),
-            replica_cpu_pct=busiest,
+            replica_cpu_pct=max(replicas) if replicas else None,
             host_cpu_pct=host,
             service_cores=len(cores),
-            memory_available_pct=psutil.virtual_memory().available
-            / psutil.virtual_memory().total
-            * 100.0,
-            balancer_cpu_pct=total(self.balancer),
+            memory_available_pct=memory.available / memory.total * 100.0,
+            balancer_cpu_pct=sum(balancer) if balancer else None,
+            db_connections=self.db_connections(),
+            db_max_connections=self.db_max,
         )
 
 

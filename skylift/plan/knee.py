@@ -17,8 +17,11 @@ from typing import Any
 
 KEEP_UP = 0.95
 """A passing step served at least this share of the offered rate, per second."""
-GENERATOR_LAG_MS = 50.0
-"""Send lag p99 above this means the generator, not the service, fell behind."""
+GENERATOR_LAG_MS = 100.0
+"""Send lag p99 above this means the generator, not the service, fell behind (latency
+counts from the scheduled time, so smaller lags only make p95 err high)."""
+UNTRUSTED_RUN = 3
+"""The search gives up after this many untrusted steps in a row."""
 GENERATOR_RATE = 0.97
 """The generator must send at least this share of the offered rate."""
 CONTENDED_PCT = 50.0
@@ -120,14 +123,17 @@ def next_rate(
 
     Stops (None) once pass and failure are within ``resolution`` (a fraction of the
     failing rate: 0.05 = 5 %), or doubling
-    passed ``ceiling`` without a failure. Bisection starts from ``floor`` (a rate
+    passed ``ceiling`` without a failure, or after ``UNTRUSTED_RUN`` untrusted steps in a
+    row (an untrusted step is retried at the same rate). Bisection starts from ``floor`` (a rate
     known to pass, e.g. fewer replicas' knee) when no step passed yet. Untrusted
     steps are ignored.
     """
+    if len(steps) >= UNTRUSTED_RUN and not any(s.generator_ok for s in steps[-UNTRUSTED_RUN:]):
+        return None  # the generator cannot keep up on this host: stop
     knee = find_knee(steps, slo_ms)
     if knee.first_fail_rps is None:
         if knee.max_rps is None:
-            return start if not steps else None  # only untrusted steps so far: stop
+            return start  # nothing trusted yet: (re)try the first rate
         nxt = knee.max_rps * 2
         return nxt if nxt <= ceiling else None
     low = knee.max_rps if knee.max_rps is not None else floor

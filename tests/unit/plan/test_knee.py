@@ -46,6 +46,7 @@ def test_a_pass_above_a_failure_is_noise() -> None:
 
 def test_untrusted_steps_are_marked_and_not_used() -> None:
     late = step(100, lag=400.0)
+    assert step(100, lag=80.0).generator_ok
     short = step(90, sent=50)
     assert not late.generator_ok and not short.generator_ok
     knee = find_knee([step(10), late, short], SLO)
@@ -67,6 +68,10 @@ def test_next_rate_doubles_then_bisects_to_resolution() -> None:
     steps.append(step(52.5))
     assert next_rate(steps, SLO, **kw) is None
     assert next_rate([step(600)], SLO, **kw) is None  # doubling passes the ceiling
+    # an untrusted step is retried at the same rate, three in a row stop the search
+    assert next_rate([step(5, lag=400.0)], SLO, **kw) == 5.0
+    assert next_rate([step(5), step(10, lag=400.0)], SLO, **kw) == 10.0
+    assert next_rate([step(5, lag=400.0)] * 3, SLO, **kw) is None
     # a floor known to pass (fewer replicas' knee) when nothing passed yet
     assert next_rate([step(100, p95=900)], SLO, **kw, floor=60.0) == 80
 

@@ -161,7 +161,10 @@ def capacity_command(
                 paused = True
             stepload.pin(pinning, [r["pid"] for r in ready if r["pid"]] + haproxy_pids, _log)
             one = ready[0]
-            _log(f"{service}: one replica ({one['id']}) directly at {one['address']}")
+            # held (MAINT in HAProxy): out of rotation, and not replaced when overload
+            # fails its health checks; the controller starts a stand-in meanwhile
+            api.post(f"/api/v1/services/{service}/replicas/{one['id']}/hold")
+            _log(f"{service}: one replica ({one['id']}, held) directly at {one['address']}")
             sampler = stepload.Sampler([one["pid"]] if one["pid"] else [], [], pinning, db_max)
 
             def replica_step(rps: float) -> tuple[StepResult, Measured]:
@@ -175,7 +178,10 @@ def capacity_command(
                     timeout=timeout,
                 )
 
-            r_steps, r_seen = _search(replica_step, slo_ms, start=start_rps, ceiling=1e6)
+            try:
+                r_steps, r_seen = _search(replica_step, slo_ms, start=start_rps, ceiling=1e6)
+            finally:
+                api.post(f"/api/v1/services/{service}/replicas/{one['id']}/release")
             r_knee = find_knee(r_steps, slo_ms)
             if r_knee.max_rps is None:
                 raise fail(

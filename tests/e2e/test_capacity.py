@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.e2e.harness import Deployment, web_service
+from tests.e2e.harness import Deployment, wait_for, web_service
 
 Deploy = Callable[..., Deployment]
 
@@ -21,7 +21,6 @@ Deploy = Callable[..., Deployment]
 def test_capacity_finds_the_demo_apps_knee_per_replica_and_per_host(deploy: Deploy) -> None:
     d = deploy({"web": web_service(replicas=1)})
     d.up()
-    before = d.service()["replicas"][0]["pid"]
     result = d.cli(
         "capacity",
         "web",
@@ -61,5 +60,7 @@ def test_capacity_finds_the_demo_apps_knee_per_replica_and_per_host(deploy: Depl
     assert json.loads(stored[-1])["max_rps_per_replica"] == report["max_rps_per_replica"]
     svc = d.service()
     assert svc["desired"] == 1
-    assert before in [r["pid"] for r in svc["replicas"]]
-    assert os.sched_getaffinity(before) == os.sched_getaffinity(0)
+    wait_for(lambda: len(d.service()["replicas"]) == 1, 30, "the stand-in drained")
+    for replica in d.service()["replicas"]:
+        assert replica["state"] == "ready"  # released, not held
+        assert os.sched_getaffinity(replica["pid"]) == os.sched_getaffinity(0)

@@ -196,6 +196,8 @@ def capacity_command(
             front = f"http://{svc['frontend']}"
             for n in range(1, cap_replicas + 1):
                 ready_n = _scale(api, status, service, n, loaded.config.services[service])
+                if ready_n is None:
+                    continue
                 stepload.pin(pinning, [r["pid"] for r in ready_n if r["pid"]], _log)
                 sampler_n = stepload.Sampler(
                     [r["pid"] for r in ready_n if r["pid"]], haproxy_pids, pinning, db_max
@@ -291,9 +293,13 @@ def _haproxy_pids(pidfile: Path) -> list[int]:
 
 def _scale(
     api: Any, status: Callable[[], dict[str, Any]], service: str, n: int, spec: Any
-) -> list[dict[str, Any]]:
-    """Set ``n`` replicas and wait until exactly ``n`` are ready (start timeout + 30 s)."""
-    api.post(f"/api/v1/services/{service}/scale", json={"replicas": n})
+) -> list[dict[str, Any]] | None:
+    """Set ``n`` replicas and wait until exactly ``n`` are ready (start + drain timeouts
+    + 30 s); None when the autoscale policy's min/max clamps ``n`` away."""
+    answer = api.post(f"/api/v1/services/{service}/scale", json={"replicas": n})
+    if int(answer.get("desired", n)) != n:
+        _log(f"{service}: {n} replica(s) is outside the autoscale policy's min/max: skipped")
+        return None
     deadline = time.monotonic() + float(spec.start_timeout) + float(spec.drain_timeout) + 30.0
     while time.monotonic() < deadline:
         svc = status()

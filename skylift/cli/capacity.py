@@ -242,8 +242,10 @@ def capacity_command(
     if not knees:
         raise fail("no step passed through HAProxy: check the balancer")
     cpu_ms = cpu_per_request(r_steps)
-    best_n = max(knees, key=lambda k: knees[k][0])
-    host_rps, host_p95 = knees[best_n]
+    # the host's figure is the best knee; its replica count the fewest within 10 % of it
+    top_n = max(knees, key=lambda k: knees[k][0])
+    host_rps, host_p95 = knees[top_n]
+    best_n = min(k for k in knees if knees[k][0] * SATURATED >= host_rps)
     result: dict[str, Any] = {
         "service": service,
         "path": path,

@@ -144,6 +144,8 @@ def capacity_command(
             svc = status()
         except ControllerUnreachable as exc:
             raise fail(f"no running controller: start it with `skylift up` ({exc})") from None
+        except (ApiError, KeyError) as exc:
+            raise fail(f"the controller does not run {service!r}: {exc}") from None
         original = int(svc["desired"])
         autoscaled = svc.get("autoscale") is not None and not (svc.get("autoscale") or {}).get(
             "paused", False

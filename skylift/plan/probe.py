@@ -194,8 +194,20 @@ def traffic(loaded: LoadedConfig, service: str, metric: str, now: float) -> Traf
     return summarize(times, values, now)
 
 
+def hourly(times: list[float], values: list[float]) -> tuple[list[float], list[float]]:
+    """Mean per clock hour: the store keeps 1-minute buckets for 8 days and 1-hour
+    buckets before, and daily peaks must be taken at one resolution or the recent
+    (finer, spikier) days would read as growth."""
+    sums: dict[float, list[float]] = {}
+    for t, v in zip(times, values, strict=True):
+        sums.setdefault(t // 3600 * 3600, []).append(v)
+    hours = sorted(sums)
+    return hours, [sum(sums[h]) / len(sums[h]) for h in hours]
+
+
 def summarize(times: list[float], values: list[float], now: float) -> Traffic:
-    """Pure: peaks, current peak and growth from a series."""
-    peaks = daily_peaks(times, values)
+    """Pure: daily peaks of hourly means, growth fitted to them, and the current peak
+    (the highest bucket of the last 7 days at the store's finest resolution)."""
+    peaks = daily_peaks(*hourly(times, values))
     recent = [v for t, v in zip(times, values, strict=True) if t >= now - PEAK_WINDOW]
     return Traffic(times, values, peaks, max(recent) if recent else None, fit_growth(peaks))

@@ -30,3 +30,15 @@ def test_summarize_takes_the_recent_peak_and_fits_daily_peaks() -> None:
     assert seen.peak == max(values[-7 * 24 :])
     assert seen.growth is not None and abs(seen.growth.rate - 0.01) < 0.001
     assert len(seen.peaks) == 40
+
+
+def test_daily_peaks_use_one_resolution_so_finer_recent_buckets_are_not_growth() -> None:
+    # flat traffic: hourly buckets for 20 days, then minute buckets with spikes
+    times = [h * 3600.0 for h in range(20 * 24)]
+    values = [10.0] * len(times)
+    minutes = [20 * DAY + m * 60.0 for m in range(8 * 24 * 60)]
+    times += minutes
+    values += [30.0 if m % 60 == 0 else 9.66 for m in range(len(minutes))]  # hour mean 10
+    seen = summarize(times, values, 28 * DAY)
+    assert seen.growth is not None and abs(seen.growth.rate) < 1e-3
+    assert seen.peak == 30.0

@@ -21,6 +21,7 @@ import typer
 from skylift.cli import apply as cli_apply
 from skylift.cli import autoscale as cli_autoscale
 from skylift.cli import backup as cli_backup
+from skylift.cli import capacity as cli_capacity
 from skylift.cli import dns as cli_dns
 from skylift.cli import event as cli_event
 from skylift.cli import export as cli_export
@@ -28,6 +29,7 @@ from skylift.cli import flags as cli_flags
 from skylift.cli import forecast as cli_forecast
 from skylift.cli import geoip as cli_geoip
 from skylift.cli import load as cli_load
+from skylift.cli import plan as cli_plan
 from skylift.cli import platform as cli_platform
 from skylift.cli import region as cli_region
 from skylift.cli import replica as cli_replica
@@ -531,6 +533,8 @@ cli_geoip.register(app)
 cli_region.register(app)
 cli_flags.register(app)
 cli_export.register(app)
+cli_capacity.register(app)
+cli_plan.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,161 @@
+"""Multi-node swarm config and the pure parts of the backend: manager failover, lost nodes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+import pydantic
+import pytest
+import requests
+
+from skylift.backends import swarm as swarm_mod
+from skylift.backends.base import BackendError
+from skylift.backends.container import Snapshot
+from skylift.backends.swarm import SwarmBackend, _Managers
+from skylift.config.swarm import SwarmBackend as SwarmConfig
+from skylift.config.swarm import SwarmEngine
+from skylift.model import Replica
+
+
+def test_tcp_engine_needs_tls_and_unix_refuses_it() -> None:
+    with pytest.raises(pydantic.ValidationError, match="TCP without `tls`"):
+        SwarmEngine(engine="tcp://10.0.0.1:2376")
+    with pytest.raises(pydantic.ValidationError, match="unix socket: remove `tls`"):
+        SwarmEngine.model_validate(
+            {"engine": "unix:///run/docker.sock", "tls": {"ca": "a", "cert": "b", "key": "c"}}
+        )
+    with pytest.raises(pydantic.ValidationError, match="write unix:///"):
+        SwarmEngine(engine="http://10.0.0.1:2375")
+    with pytest.raises(pydantic.ValidationError, match="not an IP address"):
+        SwarmEngine(engine="unix:///x.sock", address="node-2")
+    ok = SwarmEngine.model_validate(
+        {"engine": "tcp://10.0.0.1:2376", "tls": {"ca": "ca.pem", "cert": "c.pem", "key": "k.pem"}}
+    )
+    assert ok.tls is not None and ok.tls.cert == "c.pem"
+
+
+def test_multinode_fields_need_managers_and_constraints_are_checked() -> None:
+    with pytest.raises(pydantic.ValidationError, match="need `managers`"):
+        SwarmConfig(image="a", port=80, nodes=[SwarmEngine(engine="unix:///a.sock")])
+    with pytest.raises(pydantic.ValidationError, match="KEY==VALUE"):
+        SwarmConfig(
+            image="a",
+            port=80,
+            managers=[SwarmEngine(engine="unix:///a.sock")],
+            constraints=["node.labels.zone=eu"],
+        )
+    cfg = SwarmConfig(
+        image="a",
+        port=80,
+        managers=[SwarmEngine(engine="unix:///a.sock")],
+        constraints=["node.labels.zone==eu-1", "node.role != manager"],
+    )
+    assert cfg.multinode and not SwarmConfig(image="a", port=80).multinode
+
+
+class FakeAPI:
+    def __init__(self, name: str, fail: BaseException | None) -> None:
+        self.name, self.fail, self.calls = name, fail, 0
+
+    def services(self) -> str:
+        self.calls += 1
+        if self.fail is not None:
+            raise self.fail
+        return self.name
+
+
+class FakeClient:
+    def __init__(self, api: FakeAPI) -> None:
+        self.api = api
+
+    def close(self) -> None:
+        pass
+
+
+def managers_with(monkeypatch: pytest.MonkeyPatch, fails: dict[str, BaseException | None]) -> Any:
+    apis = {f"unix:///{n}.sock": FakeAPI(n, f) for n, f in fails.items()}
+    monkeypatch.setattr(
+        swarm_mod, "engine_client", lambda engine, base, timeout=0: FakeClient(apis[engine.engine])
+    )
+    engines = [SwarmEngine(engine=e) for e in apis]
+    return _Managers(engines, Path("/")), apis
+
+
+def test_a_manager_that_does_not_answer_is_skipped_and_the_next_stays_current(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    managers, apis = managers_with(
+        monkeypatch,
+        {"m1": requests.exceptions.ConnectionError("refused"), "m2": None, "m3": None},
+    )
+    assert managers.call("services") == "m2"
+    assert managers.call("services") == "m2"
+    assert managers.failovers == 1 and managers.endpoint == "unix:///m2.sock"
+    assert apis["unix:///m1.sock"].calls == 1  # not asked again once m2 is current
+
+
+def test_quorum_lost_503_fails_over_but_not_found_is_an_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    response = requests.Response()
+    response.status_code = 503
+    managers, _ = managers_with(
+        monkeypatch, {"m1": docker.errors.APIError("no leader", response=response), "m2": None}
+    )
+    assert managers.call("services") == "m2"
+    missing = requests.Response()
+    missing.status_code = 404
+    managers, _ = managers_with(
+        monkeypatch, {"m1": docker.errors.NotFound("gone", response=missing), "m2": None}
+    )
+    with pytest.raises(docker.errors.NotFound):
+        managers.call("services")
+
+
+def test_no_manager_answers_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    managers, _ = managers_with(
+        monkeypatch,
+        {
+            "m1": requests.exceptions.ConnectionError("refused"),
+            "m2": requests.exceptions.ReadTimeout("slow"),
+        },
+    )
+    with pytest.raises(BackendError, match=r"no Swarm manager answered.*m1.*m2"):
+        managers.call("services")
+
+
+def _backend() -> SwarmBackend:
+    cfg = SwarmConfig(image="a", port=80, managers=[SwarmEngine(engine="unix:///m.sock")])
+    return SwarmBackend("web", cfg, project="p")
+
+
+def _node(state: str, availability: str = "active") -> dict[str, Any]:
+    return {"Status": {"State": state}, "Spec": {"Availability": availability}}
+
+
+@pytest.mark.parametrize(
+    ("node", "alive"),
+    [
+        (_node("ready"), True),
+        (_node("unknown"), True),  # a new leader's view until the node re-registers
+        (_node("down"), False),
+        (_node("disconnected"), False),
+        (_node("ready", "drain"), False),
+        (None, False),  # removed from the swarm
+    ],
+)
+def test_a_task_on_a_lost_or_drained_node_is_gone(node: dict[str, Any] | None, alive: bool) -> None:
+    backend = _backend()
+    replica = Replica("web-1", "web", "10.0.0.2", 30000, handle={"service_id": "s", "task_id": "t"})
+    objects: dict[str, Any] = {
+        "t": {"ID": "t", "ServiceID": "s", "NodeID": "n2", "Status": {"State": "running"}}
+    }
+    if node is not None:
+        objects["node:n2"] = node
+    backend._snapshot = Snapshot(time.monotonic() + 1, objects)
+    assert backend.is_alive(replica) is alive
+    assert backend.lost_node(replica) is not alive
+    assert backend.exit_code(replica) is None  # lost, not exited: no code invented

@@ -44,6 +44,7 @@ their own on the event loop.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import logging
@@ -106,6 +107,13 @@ _ENGINE_RETRY = 5.0  # seconds before an engine that did not answer is asked aga
 # node states in which its tasks are gone for skylift ("unknown" is a new leader's
 # state for every node until it re-registers: not a loss)
 _NODE_GONE_STATES = frozenset({"down", "disconnected"})
+_PROBE_VERSION = "1.24"  # any version: only the unversioned /version is called with it
+ENGINE_CONNECT_TIMEOUT = 2.0
+"""Seconds to connect to an engine (a manager: then the next one is tried)."""
+MANAGER_READ_TIMEOUT = 4.0
+"""Seconds a manager has to answer before the next one is tried: its calls are small
+(lists, inspects, create, remove), and a lost manager must cost less than one refresh
+(``REFRESH_TIMEOUT``, 5 s), or the service's loop would skip ticks meanwhile."""
 _NODE_CHECK = 1.0  # seconds between checks, while a task starts, that its node is not lost
 _NODE_PREFIX = "node:"  # snapshot keys of the nodes listed next to the tasks
 
@@ -113,9 +121,19 @@ log = logging.getLogger(__name__)
 
 
 def engine_client(
-    engine: SwarmEngine, base_dir: Path, timeout: float = API_TIMEOUT
+    engine: SwarmEngine,
+    base_dir: Path,
+    timeout: float = API_TIMEOUT,
+    connect_timeout: float | None = None,
 ) -> DockerClient:
-    """A client of one engine: a unix socket, or TCP with mutual TLS (verified)."""
+    """A client of one engine: a unix socket, or TCP with mutual TLS (verified).
+
+    The first call (the API version probe) gives up connecting after
+    ``ENGINE_CONNECT_TIMEOUT``. ``connect_timeout`` (managers only: their calls never
+    add a stop grace to the timeout, which the SDK does for ``stop``) bounds every
+    connect of the client the same way, so a manager whose host vanished is given up
+    in seconds.
+    """
     tls: docker.tls.TLSConfig | bool = False
     if engine.tls is not None:
         tls = docker.tls.TLSConfig(
@@ -123,7 +141,28 @@ def engine_client(
             ca_cert=str(base_dir / engine.tls.ca),
             verify=True,
         )
-    return docker.DockerClient(base_url=engine.engine, tls=tls, timeout=round(timeout))
+    # requests lets REQUESTS_CA_BUNDLE (and proxy variables) override the session's own
+    # CA (psf/requests#3829): an engine is verified against its configured CA only, so
+    # trust_env is off, also for the API version probe (done here, not in the SDK's
+    # constructor, which would probe with the environment's CA bundle)
+    probe = docker.APIClient(
+        base_url=engine.engine, tls=tls, timeout=round(timeout), version=_PROBE_VERSION
+    )
+    try:
+        probe.trust_env = False
+        probe_api: Any = probe
+        probe_api.timeout = (ENGINE_CONNECT_TIMEOUT, timeout)
+        version = str(probe.version(api_version=False)["ApiVersion"])
+    finally:
+        probe.close()
+    client = docker.DockerClient(
+        base_url=engine.engine, tls=tls, timeout=round(timeout), version=version
+    )
+    api: Any = client.api
+    api.trust_env = False
+    if connect_timeout is not None:
+        api.timeout = (connect_timeout, timeout)  # requests' (connect, read)
+    return client
 
 
 class _Managers:
@@ -148,7 +187,12 @@ class _Managers:
         with self._lock:
             index = self._current if index is None else index
             if index not in self._clients:
-                self._clients[index] = engine_client(self._engines[index], self._base_dir)
+                self._clients[index] = engine_client(
+                    self._engines[index],
+                    self._base_dir,
+                    timeout=MANAGER_READ_TIMEOUT,
+                    connect_timeout=ENGINE_CONNECT_TIMEOUT,
+                )
             return self._clients[index]
 
     def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
@@ -158,7 +202,12 @@ class _Managers:
         for step in range(len(self._engines)):
             index = (first + step) % len(self._engines)
             try:
-                result = getattr(self.client(index).api, method)(*args, **kwargs)
+                api = self.client(index).api
+            except (*_NO_ANSWER, docker.errors.DockerException) as exc:  # the version probe
+                errors.append(f"{self._engines[index].engine}: {type(exc).__name__}")
+                continue
+            try:
+                result = getattr(api, method)(*args, **kwargs)
             except _NO_ANSWER as exc:
                 errors.append(f"{self._engines[index].engine}: {type(exc).__name__}")
             except docker.errors.APIError as exc:
@@ -232,7 +281,9 @@ class SwarmBackend(EngineBackend):
         # every configured engine (nodes, then managers), matched to its node id lazily
         self._engines: list[SwarmEngine] = [*config.nodes, *config.managers]
         self._engine_of: dict[str, int] = {}  # node id -> index in _engines
-        self._engine_tried: dict[int, float] = {}  # index -> monotonic time of a failed ask
+        self._engine_tried: dict[int, float] = {}  # index -> monotonic time of the last ask
+        self._engine_known: set[int] = set()  # indices whose node id is known
+        self._identifying: concurrent.futures.Future[None] | None = None
         self._node_clients: dict[int, DockerClient] = {}
         self._nodes_lock = threading.Lock()
         self._node_attrs: dict[str, Mapping[str, Any]] = {}  # node id -> last inspect/list
@@ -443,28 +494,43 @@ class SwarmBackend(EngineBackend):
     def _node_client(self, index: int) -> DockerClient:
         with self._nodes_lock:
             client = self._node_clients.get(index)
-            if client is None:
-                client = engine_client(self._engines[index], self._base_dir)
-                self._node_clients[index] = client
-            return client
+        if client is None:  # made outside the lock: its version probe may take seconds
+            client = engine_client(self._engines[index], self._base_dir)
+            with self._nodes_lock:
+                client = self._node_clients.setdefault(index, client)
+        return client
 
     def _identify_engines(self) -> None:
-        """Ask each engine not yet matched which node it is (``docker info``); one that
-        does not answer is asked again after ``_ENGINE_RETRY`` seconds."""
+        """Ask each engine whose node is not known yet which node it is (``docker
+        info``), each at most once per ``_ENGINE_RETRY`` seconds."""
         now = time.monotonic()
         for index in range(len(self._engines)):
-            if index in self._engine_of.values():
+            if index in self._engine_known:
                 continue
             if now - self._engine_tried.get(index, -_ENGINE_RETRY) < _ENGINE_RETRY:
                 continue
+            self._engine_tried[index] = now
             try:
                 node_id = str(self._node_client(index).api.info()["Swarm"].get("NodeID") or "")
             except (*_NO_ANSWER, docker.errors.DockerException) as exc:
-                self._engine_tried[index] = now
                 log.warning("engine %s does not answer: %s", self._engines[index].engine, exc)
                 continue
+            self._engine_known.add(index)
             if node_id:
                 self._engine_of.setdefault(node_id, index)
+
+    def _identify_in_background(self) -> None:
+        """Match the engines to nodes early (from the refresh), in a worker of its own,
+        so a node lost before skylift first needed its engine is still known, and a
+        dead engine never slows the refresh."""
+        if len(self._engine_known) == len(self._engines):
+            return
+        with self._nodes_lock:
+            if self._identifying is not None and not self._identifying.done():
+                return
+            self._identifying = self._executor.submit(
+                self._tracked, "identify node engines", self._identify_engines
+            )
 
     def _node_address(self, node_id: str) -> str | None:
         """Where this node's host-mode ports are reached: the configured ``address`` of
@@ -736,20 +802,35 @@ class SwarmBackend(EngineBackend):
             sid for r in list(self._known.values()) if (sid := r.handle.get("service_id"))
         ]
         objects: dict[str, Mapping[str, Any]] = {}
-        if service_ids:
-            for task in self._api.tasks(filters={"service": service_ids}):
-                objects[str(task["ID"])] = task
+        for task in self._tasks_of(service_ids):
+            objects[str(task["ID"])] = task
         if self._multinode:
             # task health is Swarm's (it shuts an unhealthy task down); the node list tells
             # which tasks sit on a lost or drained node. No call to the nodes' engines.
             for node in self._api.nodes():
                 self._node_attrs[str(node["ID"])] = node
                 objects[_NODE_PREFIX + str(node["ID"])] = node
+            self._identify_in_background()
             return objects
         labels = [f"{LABEL_PROJECT}={self.project}", f"{LABEL_SERVICE}={self.service_name}"]
         for summary in self._api.containers(all=True, filters={"label": labels}):
             objects[str(summary["Id"])] = summary
         return objects
+
+    def _tasks_of(self, service_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Tasks of these services. The Engine answers 404 to the whole list when one of
+        them was just removed (a replica stopping): then list again without the gone."""
+        if not service_ids:
+            return []
+        try:
+            tasks: list[dict[str, Any]] = self._api.tasks(filters={"service": list(service_ids)})
+        except docker.errors.NotFound:
+            existing = {str(s["ID"]) for s in self._services()}
+            left = [sid for sid in service_ids if sid in existing]
+            if not left:
+                return []
+            tasks = self._api.tasks(filters={"service": left})
+        return tasks
 
     def _task_view(self, replica: Replica) -> Mapping[str, Any] | bool | None:
         """The listed task of this replica (see ``EngineBackend._view``); ``None`` when

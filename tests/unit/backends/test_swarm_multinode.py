@@ -78,7 +78,9 @@ class FakeClient:
 def managers_with(monkeypatch: pytest.MonkeyPatch, fails: dict[str, BaseException | None]) -> Any:
     apis = {f"unix:///{n}.sock": FakeAPI(n, f) for n, f in fails.items()}
     monkeypatch.setattr(
-        swarm_mod, "engine_client", lambda engine, base, timeout=0: FakeClient(apis[engine.engine])
+        swarm_mod,
+        "engine_client",
+        lambda engine, base, timeout=0, connect_timeout=None: FakeClient(apis[engine.engine]),
     )
     engines = [SwarmEngine(engine=e) for e in apis]
     return _Managers(engines, Path("/")), apis

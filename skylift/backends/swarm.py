@@ -335,7 +335,9 @@ class SwarmBackend(EngineBackend):
         Answered from the last lists of tasks and containers (no Engine call
         here); when they cannot tell (the Engine did not answer, or the replica
         is newer than the lists), the answer is True: an unknown state must not
-        make the controller replace everything.
+        make the controller replace everything. Multi-node: the task's node must not
+        be down, disconnected, drained or gone (from the same list); container
+        health is Swarm's there (it shuts an unhealthy task down).
         """
         task = self._task_view(replica)
         if task is True:

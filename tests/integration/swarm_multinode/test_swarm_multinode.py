@@ -13,8 +13,9 @@ quorum) is built once; the tests run in order on one deployment:
    replaced on the other nodes, nothing counted twice, and failed GETs are at
    most the requests in flight at the kill (counted and printed).
 
-A second service, ``auto``, autoscales 2 -> 6 -> 2 across the nodes on its
-request rate (step 3, before the node loss).
+A second service, ``auto``, placed by a node-label constraint on node1 and
+node2 only, autoscales 2 -> 6 -> 2 across them on its request rate (step 3,
+before the node loss). Last, node2 is drained: its replicas move to node1.
 """
 
 from __future__ import annotations
@@ -112,6 +113,9 @@ class World:
 def world(lab3: SwarmLab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root = tmp_path_factory.mktemp("swarmmn")
     auto = swarm_service(lab3, 2)
+    # a placement constraint on a node label (the lab labels lab.node=nodeN): auto never
+    # runs on node3, so Swarm (which balances all tasks per node) puts web's there
+    auto["backend"]["constraints"] = ["node.labels.lab.node!=node3"]
     auto["autoscale"] = {
         "min": 2,
         "max": 6,
@@ -173,6 +177,7 @@ def test_six_replicas_spread_over_three_nodes_serve_through_haproxy(world: World
         assert answers(f"http://{r['address']}/healthz")
     per_node = Counter(r["node"] for r in reps)
     assert set(per_node) == set(address_of), per_node  # Swarm spread them over all 3
+    assert max(per_node.values()) <= 3, per_node
     # HAProxy serves through all of them
     for _ in range(3 * REPLICAS):
         assert answers(deployment.frontend() + "/healthz")
@@ -216,7 +221,8 @@ def test_autoscale_2_to_6_to_2_across_nodes(world: World) -> None:
         f"\nautoscale: 2 -> 6 in {up_s:.1f}s (per node {dict(nodes)}), 6 -> 2 in "
         f"{down_s:.1f}s after the load stopped; {report.failed} failed of {report.sent} GETs"
     )
-    assert len(nodes) == 3, nodes  # across all three nodes
+    # across the nodes its constraint allows (node1, node2), never on node3
+    assert set(nodes) == {n.node_id for n in world.lab.nodes[:2]}, nodes
     assert report.failed == 0
 
 
@@ -255,11 +261,13 @@ class Load:
         return sum(1 for began, ended, _ in self.results if began <= moment < ended)
 
 
-def haproxy_serving(deployment: Deployment, backend: str = "web") -> set[str]:
+def haproxy_serving(deployment: Deployment, service: str = "web") -> set[str]:
     """Servers HAProxy sends requests to (status UP, also "UP 1/2" on its way down)."""
+    from skylift.lb.render import backend_name
     from skylift.lb.runtime import RuntimeClient
 
-    rows = asyncio.run(RuntimeClient(deployment.state_dir / "haproxy.sock").show_stat(backend))
+    client = RuntimeClient(deployment.state_dir / "haproxy.sock")
+    rows = asyncio.run(client.show_stat(backend_name(service)))
     return {row.name for row in rows if row.status.startswith("UP")}
 
 
@@ -338,3 +346,39 @@ def test_node_lost_under_load_replaced_and_manager_failover(world: World) -> Non
     config = yaml.safe_load(deployment.config_path.read_text())
     first = config["services"]["web"]["backend"]["managers"][0]["engine"]
     assert first == f"tcp://{victim.address}:2376"
+
+
+def test_drained_node_is_left_and_nothing_counted_twice(world: World) -> None:
+    """`docker node update --availability drain` on node2 (after node3's loss): its
+    replicas are replaced on node1, then node2 is made active again."""
+    deployment, lab = world.deployment, world.lab
+    drained, left = lab.nodes[1], lab.nodes[0]
+    on_drained = {r["id"] for r in ready(deployment) if r["node"] == drained.node_id}
+    assert on_drained, "node2 runs no replica: nothing to drain"
+    manager = docker.DockerClient(base_url=left.socket, timeout=30)
+    try:
+        node = manager.nodes.get(drained.node_id)
+        spec = dict(node.attrs["Spec"], Availability="drain")
+        assert node.update(spec)
+        started = time.monotonic()
+        wait_for(lambda: not (haproxy_serving(deployment) & on_drained), 15, "HAProxy off node2")
+        haproxy_s = time.monotonic() - started
+
+        def moved() -> bool:
+            reps = replicas(deployment)
+            return len(reps) == REPLICAS and all(
+                r["state"] == "ready" and r["node"] == left.node_id for r in reps
+            )
+
+        wait_for(moved, 60, "6 ready replicas, all on node1")
+        moved_s = time.monotonic() - started
+        wait_for(
+            lambda: len(skylift_services(lab, left)) == REPLICAS, 30, "drained services removed"
+        )
+        print(
+            f"\ndrain: HAProxy off node2 after {haproxy_s:.1f}s, all on node1 after {moved_s:.1f}s"
+        )
+    finally:
+        node = manager.nodes.get(drained.node_id)
+        node.update(dict(node.attrs["Spec"], Availability="active"))
+        manager.close()

@@ -161,3 +161,46 @@ def test_a_task_on_a_lost_or_drained_node_is_gone(node: dict[str, Any] | None, a
     assert backend.is_alive(replica) is alive
     assert backend.lost_node(replica) is not alive
     assert backend.exit_code(replica) is None  # lost, not exited: no code invented
+
+
+def test_a_task_is_reached_on_its_node_address_and_host_port() -> None:
+    cfg = SwarmConfig(
+        image="a",
+        port=8080,
+        managers=[SwarmEngine(engine="unix:///m.sock")],
+        nodes=[SwarmEngine(engine="unix:///n2.sock", address="192.0.2.2")],
+    )
+    backend = SwarmBackend("web", cfg, project="p")
+    backend._engine_of["n2"] = 0  # what `docker info` on unix:///n2.sock would say
+    backend._engine_known.update({0, 1})
+    backend._node_attrs["n1"] = {"Status": {"State": "ready", "Addr": "10.0.0.1"}}
+    backend._node_attrs["n3"] = {
+        "Status": {"State": "ready", "Addr": "0.0.0.0"},
+        "ManagerStatus": {"Addr": "10.0.0.3:2377"},
+    }
+    assert backend._node_address("n2") == "192.0.2.2"  # configured address wins
+    assert backend._node_address("n1") == "10.0.0.1"  # else Swarm's Status.Addr
+    assert backend._node_address("n3") == "10.0.0.3"  # a manager reporting 0.0.0.0
+    spec = {
+        "ID": "s1",
+        "CreatedAt": "2026-01-01T00:00:00Z",
+        "Spec": {"Name": "p-web-1", "Labels": {"skylift.replica": "web-1"}},
+    }
+    task = {
+        "ID": "t1",
+        "NodeID": "n1",
+        "Status": {
+            "State": "running",
+            "Timestamp": "2026-01-01T00:00:01Z",
+            "ContainerStatus": {"ContainerID": "c1", "PID": 42},
+            "PortStatus": {
+                "Ports": [{"TargetPort": 8080, "PublishedPort": 30001, "PublishMode": "host"}]
+            },
+        },
+    }
+    replica = backend._remote_replica_from(spec, task, "c1")
+    assert replica is not None
+    assert (replica.id, replica.address, replica.pid) == ("web-1", "10.0.0.1:30001", 42)
+    assert replica.handle["node"] == "n1" and replica.handle["task_id"] == "t1"
+    starting = {**task, "Status": {**task["Status"], "State": "starting"}}
+    assert backend._remote_replica_from(spec, starting, "c1") is None  # not serving yet

@@ -49,10 +49,11 @@ import contextlib
 import dataclasses
 import logging
 import math
+import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +75,7 @@ from skylift.backends.container import (
     LABEL_REPLICA,
     LABEL_SERVICE,
     EngineBackend,
+    EventStream,
 )
 from skylift.backends.docker import Health, _epoch, _explain, _health
 from skylift.backends.ports import LOOPBACK
@@ -235,6 +237,44 @@ class _Managers:
             clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             client.close()
+
+
+class _MergedEvents:
+    """Several engines' events streams read as one: what :class:`EventStream` reads
+    (an iterable of decoded events with ``close()``). One reader thread per stream;
+    when one stream ends or fails, the whole ends (the consumer subscribes again)."""
+
+    _END = object()
+
+    def __init__(self, streams: Sequence[tuple[str, Any]]) -> None:
+        self._streams = list(streams)
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._ended: list[str] = []
+        for engine, stream in self._streams:
+            threading.Thread(
+                target=self._pump, args=(engine, stream), name="swarm-events", daemon=True
+            ).start()
+
+    def _pump(self, engine: str, stream: Any) -> None:
+        try:
+            for raw in stream:
+                self._queue.put(raw)
+            self._ended.append(f"{engine}: closed")
+        except Exception as exc:  # handed to the reader below, never swallowed
+            self._ended.append(f"{engine}: {exc}")
+        self._queue.put(self._END)
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                raise BackendError("events stream of " + "; ".join(self._ended))
+            yield item
+
+    def close(self) -> None:
+        for _, stream in self._streams:
+            with contextlib.suppress(Exception):  # already broken: nothing to close
+                stream.close()
 
 
 class _ManagerAPI:
@@ -475,6 +515,36 @@ class SwarmBackend(EngineBackend):
                 exc,
             )
             return {}
+
+    async def events(self) -> EventStream:
+        """Multi-node: deaths and health changes pushed by every node's own engine (one
+        stream each, merged; an engine that does not answer is left out, its node's
+        deaths are found by the per-tick poll). Single node: this engine's stream."""
+        if not self._multinode:
+            return await super().events()
+        raw = await self._call("events", self._open_node_events)
+        return EventStream(raw, self._event_from, self.service_name)
+
+    def _open_node_events(self) -> Any:
+        self._identify_engines()
+        filters = {
+            "type": ["container"],
+            "event": ["die", "health_status"],
+            "label": [f"{LABEL_PROJECT}={self.project}", f"{LABEL_SERVICE}={self.service_name}"],
+        }
+        since = int(time.time())
+        streams: list[tuple[str, Any]] = []
+        for index in sorted(set(self._engine_of.values())):
+            engine = self._engines[index].engine
+            try:
+                api = self._node_client(index).api
+                streams.append((engine, api.events(since=since, decode=True, filters=filters)))
+            except (*_NO_ANSWER, docker.errors.DockerException) as exc:
+                log.warning("no events from %s (polling covers its node): %s", engine, exc)
+        if not streams:  # no node engine known or answering: the current manager's own
+            api = self.client.api
+            streams.append(("manager", api.events(since=since, decode=True, filters=filters)))
+        return _MergedEvents(streams)
 
     # -- each node's own engine ------------------------------------------------------
 

@@ -226,6 +226,39 @@ def test_autoscale_2_to_6_to_2_across_nodes(world: World) -> None:
     assert report.failed == 0
 
 
+def test_a_death_on_another_node_is_pushed_by_that_node_engine(world: World) -> None:
+    """A replica's container killed on node2 (not a manager the controller talks to
+    first): node2's own events stream tells the controller, which replaces it."""
+    deployment, node2 = world.deployment, world.lab.nodes[1]
+    victims = [r for r in ready(deployment) if r["node"] == node2.node_id]
+    assert victims, "node2 runs no web replica"
+    victim = victims[0]["id"]
+    engine = docker.DockerClient(base_url=node2.socket, timeout=30)
+    try:
+        found = engine.api.containers(filters={"label": f"skylift.replica={victim}"})
+        assert len(found) == 1, found
+        engine.api.kill(found[0]["Id"])
+    finally:
+        engine.close()
+    wait_for(
+        lambda: (
+            victim not in {r["id"] for r in ready(deployment)}
+            and len(ready(deployment)) == REPLICAS
+        ),
+        45,
+        "the killed replica replaced",
+    )
+    exits = [
+        e
+        for e in deployment.events("web")
+        if e["kind"] in ("replica_exited", "replica_crashed")
+        and (e.get("data") or {}).get("replica") == victim
+    ]
+    assert len(exits) == 1, [e["kind"] for e in deployment.events("web")]
+    assert exits[0]["data"]["detected_by"] == "backend_events"
+    assert exits[0]["data"]["exit_code"] == 137
+
+
 class Load:
     """GETs through the frontend at ~20/s in a thread; each with its start/end times."""
 

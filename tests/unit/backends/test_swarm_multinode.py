@@ -204,3 +204,36 @@ def test_a_task_is_reached_on_its_node_address_and_host_port() -> None:
     assert replica.handle["node"] == "n1" and replica.handle["task_id"] == "t1"
     starting = {**task, "Status": {**task["Status"], "State": "starting"}}
     assert backend._remote_replica_from(spec, starting, "c1") is None  # not serving yet
+
+
+class FakeStream:
+    def __init__(self, items: list[dict[str, Any]], release: Any) -> None:
+        self.items, self.release, self.closed = items, release, False
+
+    def __iter__(self) -> Any:
+        yield from self.items
+        self.release.wait(5)  # ends only when told to (as a live stream would)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_merged_events_yield_every_engine_and_end_when_one_ends() -> None:
+    import threading
+
+    from skylift.backends.swarm import _MergedEvents
+
+    keep, end = threading.Event(), threading.Event()  # end: node2's engine dies
+    node1 = FakeStream([{"id": "a"}, {"id": "b"}], keep)
+    node2 = FakeStream([{"id": "c"}], end)
+    merged = _MergedEvents([("unix:///n1.sock", node1), ("unix:///n2.sock", node2)])
+    seen = []
+    with pytest.raises(BackendError, match=r"n2\.sock: closed"):
+        for item in merged:
+            seen.append(item["id"])
+            if len(seen) == 3:
+                end.set()  # node2's stream ends after every event was read
+    assert sorted(seen) == ["a", "b", "c"]
+    merged.close()
+    keep.set()
+    assert node1.closed and node2.closed

@@ -688,14 +688,19 @@ class SwarmBackend(EngineBackend):
             )
             return str(created["ID"])
 
+        failovers = self.manager_failovers
         try:
             try:
                 service_id = create()
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:
                     raise
-                self._remove_leftover(name, replica_id)
-                service_id = create()
+                mine = self._created_before_failover(name, replica_id, failovers)
+                if mine is not None:
+                    service_id = mine
+                else:
+                    self._remove_leftover(name, replica_id)
+                    service_id = create()
         except docker.errors.APIError as exc:
             raise StartFailed(f"cannot create Swarm service {name!r}: {_explain(exc)}") from exc
         try:
@@ -770,6 +775,24 @@ class SwarmBackend(EngineBackend):
             + (f"; last log lines:\n{logs}" if logs else "")
             + "\ncheck backend.image, backend.command and backend.port"
         )
+
+    def _created_before_failover(self, name: str, replica_id: str, failovers: int) -> str | None:
+        """The id of the service this very start created, when the manager that took the
+        create stopped answering before its reply (the call then went to the next one,
+        which says 409): same name and this replica's labels. ``None`` otherwise."""
+        if self.manager_failovers == failovers:
+            return None
+        try:
+            spec = self._api.inspect_service(name)
+        except docker.errors.NotFound:
+            return None
+        labels = spec["Spec"].get("Labels") or {}
+        ours = (
+            labels.get(LABEL_PROJECT) == self.project
+            and labels.get(LABEL_SERVICE) == self.service_name
+            and labels.get(LABEL_REPLICA) == replica_id
+        )
+        return str(spec["ID"]) if ours else None
 
     def _remove_leftover(self, name: str, replica_id: str) -> None:
         """A service with our name exists: remove it only if it is this replica's corpse."""

@@ -237,3 +237,23 @@ def test_merged_events_yield_every_engine_and_end_when_one_ends() -> None:
     merged.close()
     keep.set()
     assert node1.closed and node2.closed
+
+
+def test_a_create_answered_409_after_a_failover_is_our_own_service(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first manager committed the create and died before replying; the next one
+    says 409: that service is this start's (same labels), never a second one."""
+    labels = {"skylift.project": "p", "skylift.service": "web", "skylift.replica": "web-1"}
+
+    class API:
+        def inspect_service(self, name: str) -> dict[str, Any]:
+            return {"ID": "s1", "Spec": {"Name": name, "Labels": labels}}
+
+    monkeypatch.setattr(SwarmBackend, "_api", property(lambda self: API()))
+    backend = _backend()
+    assert backend._created_before_failover("p-web-1", "web-1", 0) is None  # no failover
+    assert backend._managers is not None
+    backend._managers.failovers = 1
+    assert backend._created_before_failover("p-web-1", "web-1", 0) == "s1"
+    assert backend._created_before_failover("p-web-1", "web-2", 0) is None  # not this replica's

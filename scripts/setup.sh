@@ -25,6 +25,8 @@ if [ "${SKYLIFT_SETUP_DEV:-0}" = 1 ]; then
   # the geo-DNS tests start their own PowerDNS (geoip backend) on a free loopback port
   command -v pdns_server >/dev/null 2>&1 || [ -x /usr/sbin/pdns_server ] || need+=(pdns-server)
   dpkg -s pdns-backend-geoip >/dev/null 2>&1 || need+=(pdns-backend-geoip)
+  # the multi-node swarm tests reach the lab's engines over TCP with TLS certificates
+  command -v openssl >/dev/null 2>&1 || need+=(openssl)
 fi
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ $((${#need[@]} + ${#need_bare[@]})) -gt 0 ]; then

@@ -18,6 +18,8 @@
 #   SKYLIFT_LAB_IMAGE   [skylift-test/busybox:lab] tag of the test image on every node
 #   SKYLIFT_LAB_IMAGE_TAR  a root file system tar to import instead of the built-in busybox one
 #   SKYLIFT_LAB_TIMEOUT [60]       seconds to wait for each step (engines, joins, Ready)
+#   SKYLIFT_LAB_TLS     [0]        1: each engine also listens on tcp://ADDRESS:2376 with mutual
+#                                  TLS (CA, server and client certificates in $SKYLIFT_LAB_DIR/tls)
 set -euo pipefail
 
 PREFIX="${SKYLIFT_LAB_PREFIX:-sl-lab}"
@@ -26,6 +28,7 @@ SUBNET="${SKYLIFT_LAB_SUBNET:-10.232.0}"
 IMAGE="${SKYLIFT_LAB_IMAGE:-skylift-test/busybox:lab}"
 IMAGE_TAR="${SKYLIFT_LAB_IMAGE_TAR:-}"
 TIMEOUT="${SKYLIFT_LAB_TIMEOUT:-60}"
+TLS="${SKYLIFT_LAB_TLS:-0}"
 BRIDGE="$PREFIX-br"
 FWD_COMMENT="$PREFIX lab bridge"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -118,9 +121,35 @@ EOF
   tar -C "$root" --numeric-owner --owner=0 --group=0 -cf "$out" .
 }
 
+# A CA, a server certificate per node (its address as SAN) and one client certificate
+# (ca.pem, cert.pem, key.pem: the names DOCKER_CERT_PATH expects), valid 2 days.
+make_tls() {
+  local n="$1" dir="$LAB_DIR/tls" i
+  mkdir -p "$dir"
+  chmod 700 "$dir"
+  local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+  openssl req -x509 "${ec[@]}" -days 2 -subj "/CN=$PREFIX lab CA" \
+    -keyout "$dir/ca-key.pem" -out "$dir/ca.pem" 2>>"$dir/openssl.log"
+  sign() { # file-stem common-name extensions
+    openssl req "${ec[@]}" -subj "/CN=$2" -keyout "$dir/$1-key.pem" -out "$dir/$1.csr" 2>>"$dir/openssl.log"
+    openssl x509 -req -in "$dir/$1.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca-key.pem" \
+      -CAcreateserial -days 2 -extfile <(printf '%b\n' "$3") -out "$dir/$1.pem" 2>>"$dir/openssl.log"
+  }
+  for ((i = 1; i <= n; i++)); do
+    sign "server$i" "node$i" "subjectAltName=IP:$(node_addr "$i")\nextendedKeyUsage=serverAuth"
+  done
+  sign client "$PREFIX-client" "extendedKeyUsage=clientAuth"
+  mv "$dir/client.pem" "$dir/cert.pem"
+  mv "$dir/client-key.pem" "$dir/key.pem"
+}
+
 start_node() {
-  local i="$1" dir
+  local i="$1" dir tls_args=()
   dir="$(node_dir "$i")"
+  if [[ "$TLS" == 1 ]]; then
+    tls_args=(-H "tcp://$(node_addr "$i"):2376" --tlsverify --tlscacert "$LAB_DIR/tls/ca.pem"
+      --tlscert "$LAB_DIR/tls/server$i.pem" --tlskey "$LAB_DIR/tls/server$i-key.pem")
+  fi
   mkdir -p "$dir"/{data,exec}
   echo '{}' >"$dir/daemon.json" # never the host's /etc/docker/daemon.json
   ip netns add "$(ns "$i")"
@@ -137,7 +166,7 @@ start_node() {
   setsid nsenter --net="/var/run/netns/$(ns "$i")" dockerd \
     --config-file "$dir/daemon.json" \
     --data-root "$dir/data" --exec-root "$dir/exec" --pidfile "$dir/docker.pid" \
-    -H "unix://$dir/docker.sock" --bip "172.30.$i.1/24" \
+    -H "unix://$dir/docker.sock" "${tls_args[@]}" --bip "172.30.$i.1/24" \
     --exec-opt native.cgroupdriver=cgroupfs --cgroup-parent "/$PREFIX-n$i" >"$dir/dockerd.log" 2>&1 </dev/null &
 }
 
@@ -194,6 +223,10 @@ cmd_up() {
   # the host's dockerd sets FORWARD to DROP; bridged node-to-node traffic crosses it
   iptables -w 10 -I FORWARD -i "$BRIDGE" -o "$BRIDGE" -m comment --comment "$FWD_COMMENT" -j ACCEPT
 
+  if [[ "$TLS" == 1 ]]; then
+    command -v openssl >/dev/null 2>&1 || die "SKYLIFT_LAB_TLS=1 needs openssl: apt-get install -y openssl"
+    make_tls "$n"
+  fi
   for ((i = 1; i <= n; i++)); do start_node "$i"; done
 
   local tar="$LAB_DIR/image.tar"

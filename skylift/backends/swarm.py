@@ -24,8 +24,17 @@ A replica is identified by service id *and* creation time, both kept in
 ``Replica.handle`` with the task and container ids; a restarted controller
 adopts only services whose labels, id and creation time match its records.
 
-Single-node only: the published port is reached on 127.0.0.1, so the task
-must run on this node (the controller's node, a Swarm manager).
+Single node (no ``managers`` in config): the published port is reached on
+127.0.0.1, so the task must run on this node (the controller's node, a
+manager). Multi-node (``managers`` set): task and node state come from the
+manager engines (the next one when one does not answer: :class:`_Managers`);
+a task is reached on its node's address (config, else the node's Swarm
+``Status.Addr``) and the port in the task's ``PortStatus``; container stats,
+health, logs and the graceful stop go to the node's own engine (``nodes``),
+matched to a Swarm node by the node id that engine reports. A task on a node
+that is down or drained counts as gone: the controller replaces it (restart
+policy ``none`` stays), and its old service is removed, so nothing counts
+twice. ``handle["node"]`` is the task's node id on both.
 
 The Docker SDK is synchronous: ``start``/``stop`` run it in the backend's own
 worker threads; ``is_alive``/``exit_code`` answer from the tasks and containers
@@ -35,18 +44,23 @@ their own on the event loop.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
+import logging
 import math
+import queue
 import re
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 try:
     import docker
     import docker.errors
+    import docker.tls
     import docker.types
     import requests
 except ImportError as exc:  # pragma: no cover - depends on the install
@@ -56,10 +70,12 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 
 from skylift.backends.base import BackendError, StartFailed
 from skylift.backends.container import (
+    API_TIMEOUT,
     LABEL_PROJECT,
     LABEL_REPLICA,
     LABEL_SERVICE,
     EngineBackend,
+    EventStream,
 )
 from skylift.backends.docker import Health, _epoch, _explain, _health
 from skylift.backends.ports import LOOPBACK
@@ -69,6 +85,7 @@ if TYPE_CHECKING:
     from docker import DockerClient
 
     from skylift.config.swarm import SwarmBackend as SwarmBackendConfig
+    from skylift.config.swarm import SwarmEngine
 
 __all__ = ["LABEL_PROJECT", "LABEL_REPLICA", "LABEL_SERVICE", "SwarmBackend"]
 
@@ -86,6 +103,188 @@ _LIVE_STATES = frozenset(
     | {"running"}
 )
 _UNREACHABLE = (docker.errors.DockerException, requests.exceptions.RequestException, BackendError)
+# an engine that does not answer (refused, reset, timed out): try the next manager
+_NO_ANSWER = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+_ENGINE_RETRY = 5.0  # seconds before an engine that did not answer is asked again
+# node states in which its tasks are gone for skylift ("unknown" is a new leader's
+# state for every node until it re-registers: not a loss)
+_NODE_GONE_STATES = frozenset({"down", "disconnected"})
+_PROBE_VERSION = "1.24"  # any version: only the unversioned /version is called with it
+ENGINE_CONNECT_TIMEOUT = 2.0
+"""Seconds to connect to an engine (a manager: then the next one is tried)."""
+MANAGER_READ_TIMEOUT = 4.0
+"""Seconds a manager has to answer before the next one is tried: its calls are small
+(lists, inspects, create, remove), and a lost manager must cost less than one refresh
+(``REFRESH_TIMEOUT``, 5 s), or the service's loop would skip ticks meanwhile."""
+_NODE_CHECK = 1.0  # seconds between checks, while a task starts, that its node is not lost
+_NODE_PREFIX = "node:"  # snapshot keys of the nodes listed next to the tasks
+
+log = logging.getLogger(__name__)
+
+
+def engine_client(
+    engine: SwarmEngine,
+    base_dir: Path,
+    timeout: float = API_TIMEOUT,
+    connect_timeout: float | None = None,
+) -> DockerClient:
+    """A client of one engine: a unix socket, or TCP with mutual TLS (verified).
+
+    The first call (the API version probe) gives up connecting after
+    ``ENGINE_CONNECT_TIMEOUT``. ``connect_timeout`` (managers only: their calls never
+    add a stop grace to the timeout, which the SDK does for ``stop``) bounds every
+    connect of the client the same way, so a manager whose host vanished is given up
+    in seconds.
+    """
+    tls: docker.tls.TLSConfig | bool = False
+    if engine.tls is not None:
+        tls = docker.tls.TLSConfig(
+            client_cert=(str(base_dir / engine.tls.cert), str(base_dir / engine.tls.key)),
+            ca_cert=str(base_dir / engine.tls.ca),
+            verify=True,
+        )
+    # requests lets REQUESTS_CA_BUNDLE (and proxy variables) override the session's own
+    # CA (psf/requests#3829): an engine is verified against its configured CA only, so
+    # trust_env is off, also for the API version probe (done here, not in the SDK's
+    # constructor, which would probe with the environment's CA bundle)
+    probe = docker.APIClient(
+        base_url=engine.engine, tls=tls, timeout=round(timeout), version=_PROBE_VERSION
+    )
+    try:
+        probe.trust_env = False
+        probe_api: Any = probe
+        probe_api.timeout = (ENGINE_CONNECT_TIMEOUT, timeout)
+        version = str(probe.version(api_version=False)["ApiVersion"])
+    finally:
+        probe.close()
+    client = docker.DockerClient(
+        base_url=engine.engine, tls=tls, timeout=round(timeout), version=version
+    )
+    api: Any = client.api
+    api.trust_env = False
+    if connect_timeout is not None:
+        api.timeout = (connect_timeout, timeout)  # requests' (connect, read)
+    return client
+
+
+class _Managers:
+    """The manager engines, tried in order: a call that gets no answer (refused, reset,
+    timed out after the client's timeout) or a 503 (this manager lost the quorum) goes
+    to the next manager, which then stays current. ``NotFound`` and other API errors
+    are answers and are raised as they are."""
+
+    def __init__(self, engines: Sequence[SwarmEngine], base_dir: Path) -> None:
+        self._engines = list(engines)
+        self._base_dir = base_dir
+        self._clients: dict[int, DockerClient] = {}
+        self._current = 0
+        self._lock = threading.Lock()
+        self.failovers = 0
+
+    @property
+    def endpoint(self) -> str:
+        return self._engines[self._current].engine
+
+    def client(self, index: int | None = None) -> DockerClient:
+        with self._lock:
+            index = self._current if index is None else index
+            if index not in self._clients:
+                self._clients[index] = engine_client(
+                    self._engines[index],
+                    self._base_dir,
+                    timeout=MANAGER_READ_TIMEOUT,
+                    connect_timeout=ENGINE_CONNECT_TIMEOUT,
+                )
+            return self._clients[index]
+
+    def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
+        """``APIClient.<name>(*args, **kwargs)`` on the current manager, else the next."""
+        first = self._current
+        errors: list[str] = []
+        for step in range(len(self._engines)):
+            index = (first + step) % len(self._engines)
+            try:
+                api = self.client(index).api
+            except (*_NO_ANSWER, docker.errors.DockerException) as exc:  # the version probe
+                errors.append(f"{self._engines[index].engine}: {type(exc).__name__}")
+                continue
+            try:
+                result = getattr(api, method)(*args, **kwargs)
+            except _NO_ANSWER as exc:
+                errors.append(f"{self._engines[index].engine}: {type(exc).__name__}")
+            except docker.errors.APIError as exc:
+                if exc.status_code != 503:
+                    raise
+                errors.append(f"{self._engines[index].engine}: {_explain(exc)}")
+            else:
+                if index != self._current:
+                    with self._lock:
+                        self._current = index
+                        self.failovers += 1
+                    log.warning(
+                        "Swarm manager failover: now using %s (%s)",
+                        self._engines[index].engine,
+                        "; ".join(errors),
+                    )
+                return result
+        raise BackendError(
+            "no Swarm manager answered (" + "; ".join(errors) + "): check the managers' "
+            "engines and the swarm's quorum (`docker node ls` on a manager)"
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
+
+class _MergedEvents:
+    """Several engines' events streams read as one: what :class:`EventStream` reads
+    (an iterable of decoded events with ``close()``). One reader thread per stream;
+    when one stream ends or fails, the whole ends (the consumer subscribes again)."""
+
+    _END = object()
+
+    def __init__(self, streams: Sequence[tuple[str, Any]]) -> None:
+        self._streams = list(streams)
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._ended: list[str] = []
+        for engine, stream in self._streams:
+            threading.Thread(
+                target=self._pump, args=(engine, stream), name="swarm-events", daemon=True
+            ).start()
+
+    def _pump(self, engine: str, stream: Any) -> None:
+        try:
+            for raw in stream:
+                self._queue.put(raw)
+            self._ended.append(f"{engine}: closed")
+        except Exception as exc:  # handed to the reader below, never swallowed
+            self._ended.append(f"{engine}: {exc}")
+        self._queue.put(self._END)
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                raise BackendError("events stream of " + "; ".join(self._ended))
+            yield item
+
+    def close(self) -> None:
+        for _, stream in self._streams:
+            with contextlib.suppress(Exception):  # already broken: nothing to close
+                stream.close()
+
+
+class _ManagerAPI:
+    """``APIClient``-shaped: each method call goes through :meth:`_Managers.call`."""
+
+    def __init__(self, managers: _Managers) -> None:
+        self._managers = managers
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        return lambda *args, **kwargs: self._managers.call(name, *args, **kwargs)
 
 
 class SwarmBackend(EngineBackend):
@@ -116,6 +315,18 @@ class SwarmBackend(EngineBackend):
             base_dir=base_dir,
         )
         self._stop_grace = stop_grace
+        self._constraints = list(config.constraints)
+        self._multinode = config.multinode
+        self._managers = _Managers(config.managers, self._base_dir) if config.multinode else None
+        # every configured engine (nodes, then managers), matched to its node id lazily
+        self._engines: list[SwarmEngine] = [*config.nodes, *config.managers]
+        self._engine_of: dict[str, int] = {}  # node id -> index in _engines
+        self._engine_tried: dict[int, float] = {}  # index -> monotonic time of the last ask
+        self._engine_known: set[int] = set()  # indices whose node id is known
+        self._identifying: concurrent.futures.Future[None] | None = None
+        self._node_clients: dict[int, DockerClient] = {}
+        self._nodes_lock = threading.Lock()
+        self._node_attrs: dict[str, Mapping[str, Any]] = {}  # node id -> last inspect/list
 
     # -- the Backend protocol ------------------------------------------------
 
@@ -164,7 +375,9 @@ class SwarmBackend(EngineBackend):
         Answered from the last lists of tasks and containers (no Engine call
         here); when they cannot tell (the Engine did not answer, or the replica
         is newer than the lists), the answer is True: an unknown state must not
-        make the controller replace everything.
+        make the controller replace everything. Multi-node: the task's node must not
+        be down, disconnected, drained or gone (from the same list); container
+        health is Swarm's there (it shuts an unhealthy task down).
         """
         task = self._task_view(replica)
         if task is True:
@@ -174,6 +387,8 @@ class SwarmBackend(EngineBackend):
         if _task_state(task) not in _LIVE_STATES:
             self._note_exit(replica, task)
             return False
+        if self._multinode:
+            return not self._on_lost_node(task)
         container_id = _container_id(task) or replica.handle.get("container_id", "")
         container = self._view(container_id, replica.id) if container_id else True
         if not isinstance(container, Mapping):
@@ -236,12 +451,184 @@ class SwarmBackend(EngineBackend):
     # -- internals -----------------------------------------------------------
 
     @property
+    def client(self) -> DockerClient:
+        """The current manager's client (multi-node), else this node's engine."""
+        if self._managers is None:
+            return super().client
+        try:
+            return self._managers.client()
+        except docker.errors.DockerException as exc:
+            raise BackendError(f"cannot reach the Swarm manager: {exc}") from exc
+
+    @property
     def _api(self) -> Any:
-        """The low-level client; the SDK's service and task calls are untyped."""
+        """The low-level client of the managers (with failover on multi-node); the SDK's
+        service and task calls are untyped."""
+        if self._managers is not None:
+            return _ManagerAPI(self._managers)
         return self.client.api
 
+    def close(self) -> None:
+        super().close()
+        if self._managers is not None:
+            self._managers.close()
+        with self._nodes_lock:
+            clients, self._node_clients = list(self._node_clients.values()), {}
+        for client in clients:
+            client.close()
+
+    def dependency(self) -> str:
+        if self._managers is None:
+            return super().dependency()
+        return f"the Swarm manager at {self._managers.endpoint} (list of tasks)"
+
+    @property
+    def manager_failovers(self) -> int:
+        """How often a call moved to another manager (0 on a single node)."""
+        return 0 if self._managers is None else self._managers.failovers
+
+    def stats(self, container_id: str) -> Mapping[str, Any]:
+        """Stats read from the engine of the node the container runs on; empty when that
+        engine is not configured or does not answer (that replica has no reading)."""
+        if not self._multinode:
+            return super().stats(container_id)
+        node_id = next(
+            (
+                r.handle.get("node", "")
+                for r in list(self._known.values())
+                if r.handle.get("container_id") == container_id
+            ),
+            "",
+        )
+        api = self._node_api(node_id)
+        if api is None:
+            return {}
+        try:
+            return dict(api.stats(container_id, stream=False, one_shot=True))
+        except docker.errors.NotFound:
+            return {}
+        except _NO_ANSWER as exc:
+            log.warning(
+                "no stats of %s: node %s's engine does not answer (%s)",
+                container_id[:12],
+                node_id,
+                exc,
+            )
+            return {}
+
+    async def events(self) -> EventStream:
+        """Multi-node: deaths and health changes pushed by every node's own engine (one
+        stream each, merged; an engine that does not answer is left out, its node's
+        deaths are found by the per-tick poll). Single node: this engine's stream."""
+        if not self._multinode:
+            return await super().events()
+        raw = await self._call("events", self._open_node_events)
+        return EventStream(raw, self._event_from, self.service_name)
+
+    def _open_node_events(self) -> Any:
+        self._identify_engines()
+        filters = {
+            "type": ["container"],
+            "event": ["die", "health_status"],
+            "label": [f"{LABEL_PROJECT}={self.project}", f"{LABEL_SERVICE}={self.service_name}"],
+        }
+        since = int(time.time())
+        streams: list[tuple[str, Any]] = []
+        for index in sorted(set(self._engine_of.values())):
+            engine = self._engines[index].engine
+            try:
+                api = self._node_client(index).api
+                streams.append((engine, api.events(since=since, decode=True, filters=filters)))
+            except (*_NO_ANSWER, docker.errors.DockerException) as exc:
+                log.warning("no events from %s (polling covers its node): %s", engine, exc)
+        if not streams:  # no node engine known or answering: the current manager's own
+            api = self.client.api
+            streams.append(("manager", api.events(since=since, decode=True, filters=filters)))
+        return _MergedEvents(streams)
+
+    # -- each node's own engine ------------------------------------------------------
+
+    def _node_api(self, node_id: str) -> Any | None:
+        """The low-level client of ``node_id``'s own engine (single node: this engine);
+        ``None`` when no configured engine is that node's."""
+        if not self._multinode:
+            return self.client.api
+        if not node_id:
+            return None
+        index = self._engine_of.get(node_id)
+        if index is None:
+            self._identify_engines()
+            index = self._engine_of.get(node_id)
+        if index is None:
+            return None
+        return self._node_client(index).api
+
+    def _node_client(self, index: int) -> DockerClient:
+        with self._nodes_lock:
+            client = self._node_clients.get(index)
+        if client is None:  # made outside the lock: its version probe may take seconds
+            client = engine_client(self._engines[index], self._base_dir)
+            with self._nodes_lock:
+                client = self._node_clients.setdefault(index, client)
+        return client
+
+    def _identify_engines(self) -> None:
+        """Ask each engine whose node is not known yet which node it is (``docker
+        info``), each at most once per ``_ENGINE_RETRY`` seconds."""
+        now = time.monotonic()
+        for index in range(len(self._engines)):
+            if index in self._engine_known:
+                continue
+            if now - self._engine_tried.get(index, -_ENGINE_RETRY) < _ENGINE_RETRY:
+                continue
+            self._engine_tried[index] = now
+            try:
+                node_id = str(self._node_client(index).api.info()["Swarm"].get("NodeID") or "")
+            except (*_NO_ANSWER, docker.errors.DockerException) as exc:
+                log.warning("engine %s does not answer: %s", self._engines[index].engine, exc)
+                continue
+            self._engine_known.add(index)
+            if node_id:
+                self._engine_of.setdefault(node_id, index)
+
+    def _identify_in_background(self) -> None:
+        """Match the engines to nodes early (from the refresh), in a worker of its own,
+        so a node lost before skylift first needed its engine is still known, and a
+        dead engine never slows the refresh."""
+        if len(self._engine_known) == len(self._engines):
+            return
+        with self._nodes_lock:
+            if self._identifying is not None and not self._identifying.done():
+                return
+            self._identifying = self._executor.submit(
+                self._tracked, "identify node engines", self._identify_engines
+            )
+
+    def _node_address(self, node_id: str) -> str | None:
+        """Where this node's host-mode ports are reached: the configured ``address`` of
+        its engine, else its Swarm ``Status.Addr`` (a manager's advertised address when
+        that reads 0.0.0.0)."""
+        index = self._engine_of.get(node_id)
+        if index is None and any(e.address for e in self._engines):
+            self._identify_engines()
+            index = self._engine_of.get(node_id)
+        if index is not None and self._engines[index].address:
+            return self._engines[index].address
+        attrs = self._node_attrs.get(node_id)
+        if attrs is None:
+            try:
+                attrs = self._api.inspect_node(node_id)
+            except docker.errors.NotFound:
+                return None
+            self._node_attrs[node_id] = attrs
+        addr = str((attrs.get("Status") or {}).get("Addr") or "")
+        if addr in ("", "0.0.0.0"):  # noqa: S104 (read, not bound)
+            manager = str((attrs.get("ManagerStatus") or {}).get("Addr") or "")
+            addr = manager.rpartition(":")[0]
+        return addr or None
+
     def _check_swarm(self) -> None:
-        info = self.client.info().get("Swarm") or {}
+        info = self._api.info().get("Swarm") or {}
         if info.get("LocalNodeState") != "active" or not info.get("ControlAvailable"):
             raise StartFailed(
                 "this Docker Engine is not a Swarm manager (state "
@@ -253,13 +640,14 @@ class SwarmBackend(EngineBackend):
         cfg = self._config
         api = self._api
         self._check_swarm()
-        try:
-            self.client.images.get(cfg.image)
-        except docker.errors.ImageNotFound:
-            raise StartFailed(
-                f"image {cfg.image!r} of {self.service_name!r} is not in the local Docker "
-                "Engine and skylift never pulls: build or `docker load` it first"
-            ) from None
+        if not self._multinode:  # multi-node: each node's engine needs it; Swarm says so
+            try:
+                self.client.images.get(cfg.image)
+            except docker.errors.ImageNotFound:
+                raise StartFailed(
+                    f"image {cfg.image!r} of {self.service_name!r} is not in the local Docker "
+                    "Engine and skylift never pulls: build or `docker load` it first"
+                ) from None
         labels = self._labels(replica_id)
         env = self._env(replica_id)
         command = self._command(replica_id)
@@ -279,6 +667,9 @@ class SwarmBackend(EngineBackend):
                 mem_limit=cfg.memory,
             ),
             restart_policy=docker.types.RestartPolicy(condition="none"),
+            placement=docker.types.Placement(constraints=self._constraints)
+            if self._constraints
+            else None,
             log_driver=docker.types.DriverConfig("json-file", options=self._log_options()),
         )
         # host mode, no PublishedPort: each task gets an ephemeral host port
@@ -297,14 +688,19 @@ class SwarmBackend(EngineBackend):
             )
             return str(created["ID"])
 
+        failovers = self.manager_failovers
         try:
             try:
                 service_id = create()
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:
                     raise
-                self._remove_leftover(name, replica_id)
-                service_id = create()
+                mine = self._created_before_failover(name, replica_id, failovers)
+                if mine is not None:
+                    service_id = mine
+                else:
+                    self._remove_leftover(name, replica_id)
+                    service_id = create()
         except docker.errors.APIError as exc:
             raise StartFailed(f"cannot create Swarm service {name!r}: {_explain(exc)}") from exc
         try:
@@ -320,6 +716,7 @@ class SwarmBackend(EngineBackend):
         """Poll until the task's container runs with its host port; StartFailed if it ends."""
         api = self._api
         deadline = time.monotonic() + _START_WAIT
+        next_node_check = time.monotonic() + _NODE_CHECK
         last_state = "none"
         while True:
             spec: dict[str, Any] = api.inspect_service(service_id)
@@ -328,6 +725,9 @@ class SwarmBackend(EngineBackend):
                 last_state = _task_state(task)
                 if last_state not in _LIVE_STATES:
                     raise StartFailed(self._failure(task, name))
+                if self._multinode and time.monotonic() >= next_node_check:
+                    next_node_check = time.monotonic() + _NODE_CHECK
+                    self._fail_on_lost_node(task, name)
                 replica = self._replica_from(spec, task)
                 if replica is not None:
                     return replica
@@ -339,14 +739,33 @@ class SwarmBackend(EngineBackend):
                 )
             time.sleep(_POLL)
 
+    def _fail_on_lost_node(self, task: Mapping[str, Any], name: str) -> None:
+        """Swarm assigned the task to a node it has since found down (it was placed
+        before the heartbeats ran out): with restart policy none it would wait there."""
+        node_id = str(task.get("NodeID") or "")
+        if not node_id or _task_state(task) == "running":
+            return
+        try:
+            node = self._api.inspect_node(node_id)
+        except docker.errors.NotFound:
+            node = {}
+        state = str((node.get("Status") or {}).get("State") or "gone")
+        if state in _NODE_GONE_STATES or state == "gone":
+            raise StartFailed(
+                f"the task of Swarm service {name!r} was placed on node {node_id}, which is "
+                f"{state}; starting it again elsewhere"
+            )
+
     def _failure(self, task: Mapping[str, Any], name: str) -> str:
         status = task.get("Status") or {}
         code = (status.get("ContainerStatus") or {}).get("ExitCode")
         container_id = (status.get("ContainerStatus") or {}).get("ContainerID")
         logs = ""
-        if container_id:
-            with contextlib.suppress(docker.errors.DockerException):
-                raw = self.client.api.logs(container_id, tail=_LOG_TAIL)
+        api = self._node_api(str(task.get("NodeID") or "")) if container_id else None
+        if api is not None:
+            # best effort: the error message is complete without the log lines
+            with contextlib.suppress(docker.errors.DockerException, *_NO_ANSWER):
+                raw = api.logs(container_id, tail=_LOG_TAIL)
                 logs = raw.decode(errors="replace").strip()
         reason = status.get("Err") or status.get("Message") or status.get("State")
         return (
@@ -356,6 +775,24 @@ class SwarmBackend(EngineBackend):
             + (f"; last log lines:\n{logs}" if logs else "")
             + "\ncheck backend.image, backend.command and backend.port"
         )
+
+    def _created_before_failover(self, name: str, replica_id: str, failovers: int) -> str | None:
+        """The id of the service this very start created, when the manager that took the
+        create stopped answering before its reply (the call then went to the next one,
+        which says 409): same name and this replica's labels. ``None`` otherwise."""
+        if self.manager_failovers == failovers:
+            return None
+        try:
+            spec = self._api.inspect_service(name)
+        except docker.errors.NotFound:
+            return None
+        labels = spec["Spec"].get("Labels") or {}
+        ours = (
+            labels.get(LABEL_PROJECT) == self.project
+            and labels.get(LABEL_SERVICE) == self.service_name
+            and labels.get(LABEL_REPLICA) == replica_id
+        )
+        return str(spec["ID"]) if ours else None
 
     def _remove_leftover(self, name: str, replica_id: str) -> None:
         """A service with our name exists: remove it only if it is this replica's corpse."""
@@ -398,12 +835,9 @@ class SwarmBackend(EngineBackend):
             # StopGracePeriod is fixed at create; changing it would restart the task).
             # With restart condition none, Swarm does not start another task.
             container_id = replica.handle.get("container_id", "")
-            if container_id:
-                with contextlib.suppress(docker.errors.NotFound):
-                    attrs = api.inspect_container(container_id)
-                    if attrs["State"].get("Running"):
-                        api.stop(container_id, timeout=max(0, math.ceil(grace)))
-                    code = int(api.inspect_container(container_id)["State"].get("ExitCode", 0))
+            node = self._node_api(replica.handle.get("node", "")) if container_id else None
+            if node is not None:
+                code = self._stop_container(node, replica, container_id, grace)
             if code is None:
                 task = self._task(replica)
                 if task is not None and _task_state(task) not in _LIVE_STATES:
@@ -415,19 +849,44 @@ class SwarmBackend(EngineBackend):
             return self._exit_codes.get(replica.id)
         except docker.errors.APIError as exc:
             raise BackendError(f"cannot stop service of {replica.id}: {_explain(exc)}") from exc
-        self._wait_container_gone(replica.handle.get("container_id", ""))
+        self._wait_container_gone(replica)
         return code if code is not None else self._exit_codes.get(replica.id)
 
-    def _wait_container_gone(self, container_id: str) -> None:
-        """Swarm removes the task's container asynchronously; wait for it, bounded."""
-        if not container_id:
+    def _stop_container(
+        self, api: Any, replica: Replica, container_id: str, grace: float
+    ) -> int | None:
+        """Stop the task's container on its node's engine; ``None`` when it is gone or
+        the engine does not answer (a lost node: removing the service is all we can do)."""
+        try:
+            attrs = api.inspect_container(container_id)
+            if attrs["State"].get("Running"):
+                api.stop(container_id, timeout=max(0, math.ceil(grace)))
+            return int(api.inspect_container(container_id)["State"].get("ExitCode", 0))
+        except docker.errors.NotFound:
+            return None
+        except _NO_ANSWER as exc:
+            log.warning(
+                "cannot stop %s's container on node %s (%s): removing its service only",
+                replica.id,
+                replica.handle.get("node", "?"),
+                type(exc).__name__,
+            )
+            return None
+
+    def _wait_container_gone(self, replica: Replica) -> None:
+        """Swarm removes the task's container asynchronously; wait for it, bounded (not
+        when its node's engine is unknown or does not answer)."""
+        container_id = replica.handle.get("container_id", "")
+        api = self._node_api(replica.handle.get("node", "")) if container_id else None
+        if api is None:
             return
-        api = self._api
         deadline = time.monotonic() + _REMOVE_WAIT
         while time.monotonic() < deadline:
             try:
                 api.inspect_container(container_id)
             except docker.errors.NotFound:
+                return
+            except _NO_ANSWER:
                 return
             time.sleep(_POLL)
 
@@ -438,13 +897,35 @@ class SwarmBackend(EngineBackend):
             sid for r in list(self._known.values()) if (sid := r.handle.get("service_id"))
         ]
         objects: dict[str, Mapping[str, Any]] = {}
-        if service_ids:
-            for task in self._api.tasks(filters={"service": service_ids}):
-                objects[str(task["ID"])] = task
+        for task in self._tasks_of(service_ids):
+            objects[str(task["ID"])] = task
+        if self._multinode:
+            # task health is Swarm's (it shuts an unhealthy task down); the node list tells
+            # which tasks sit on a lost or drained node. No call to the nodes' engines.
+            for node in self._api.nodes():
+                self._node_attrs[str(node["ID"])] = node
+                objects[_NODE_PREFIX + str(node["ID"])] = node
+            self._identify_in_background()
+            return objects
         labels = [f"{LABEL_PROJECT}={self.project}", f"{LABEL_SERVICE}={self.service_name}"]
         for summary in self._api.containers(all=True, filters={"label": labels}):
             objects[str(summary["Id"])] = summary
         return objects
+
+    def _tasks_of(self, service_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Tasks of these services. The Engine answers 404 to the whole list when one of
+        them was just removed (a replica stopping): then list again without the gone."""
+        if not service_ids:
+            return []
+        try:
+            tasks: list[dict[str, Any]] = self._api.tasks(filters={"service": list(service_ids)})
+        except docker.errors.NotFound:
+            existing = {str(s["ID"]) for s in self._services()}
+            left = [sid for sid in service_ids if sid in existing]
+            if not left:
+                return []
+            tasks = self._api.tasks(filters={"service": left})
+        return tasks
 
     def _task_view(self, replica: Replica) -> Mapping[str, Any] | bool | None:
         """The listed task of this replica (see ``EngineBackend._view``); ``None`` when
@@ -456,6 +937,25 @@ class SwarmBackend(EngineBackend):
         if isinstance(view, Mapping) and view.get("ServiceID") != replica.handle.get("service_id"):
             return None
         return view
+
+    def _on_lost_node(self, task: Mapping[str, Any]) -> bool:
+        """The task's node is down, disconnected, drained or no longer in the swarm (as
+        the snapshot that listed the task saw it); a task not yet assigned is not."""
+        node_id = str(task.get("NodeID") or "")
+        snapshot = self._snapshot
+        if not node_id or snapshot is None:
+            return False
+        node = snapshot.objects.get(_NODE_PREFIX + node_id)
+        if node is None:
+            return True
+        state = str((node.get("Status") or {}).get("State") or "")
+        availability = str((node.get("Spec") or {}).get("Availability") or "")
+        return state in _NODE_GONE_STATES or availability == "drain"
+
+    def lost_node(self, replica: Replica) -> bool:
+        """The replica's task is on a lost or drained node (from the last snapshot)."""
+        task = self._task_view(replica)
+        return isinstance(task, Mapping) and self._on_lost_node(task)
 
     def _task(self, replica: Replica) -> dict[str, Any] | None:
         """The replica's task, when it still exists and belongs to the recorded service."""
@@ -472,10 +972,11 @@ class SwarmBackend(EngineBackend):
 
     def _container(self, replica: Replica, task: Mapping[str, Any]) -> dict[str, Any] | None:
         container_id = _container_id(task) or replica.handle.get("container_id")
-        if not container_id:
+        api = self._node_api(str(task.get("NodeID") or replica.handle.get("node", "")))
+        if not container_id or api is None:
             return None
         try:
-            attrs: dict[str, Any] = self.client.api.inspect_container(container_id)
+            attrs: dict[str, Any] = api.inspect_container(container_id)
         except docker.errors.NotFound:
             return None
         return attrs
@@ -515,6 +1016,8 @@ class SwarmBackend(EngineBackend):
         container_id = _container_id(task)
         if not container_id:
             return None
+        if self._multinode:
+            return self._remote_replica_from(spec, task, container_id)
         try:
             attrs = self.client.api.inspect_container(container_id)
         except docker.errors.NotFound:
@@ -542,6 +1045,42 @@ class SwarmBackend(EngineBackend):
                 "container_id": container_id,
                 "image": self._config.image,
                 "log": str(attrs.get("LogPath") or ""),
+                "node": str(task.get("NodeID") or ""),
+            },
+        )
+
+    def _remote_replica_from(
+        self, spec: Mapping[str, Any], task: Mapping[str, Any], container_id: str
+    ) -> Replica | None:
+        """Multi-node: everything from the manager's task (state, node, port, PID), the
+        address from the node; no call to the node's own engine."""
+        if _task_state(task) != "running":
+            return None
+        port = _task_port(task, self._config.port)
+        node_id = str(task.get("NodeID") or "")
+        host = self._node_address(node_id) if node_id else None
+        if port is None or host is None:
+            return None
+        labels = spec["Spec"].get("Labels") or {}
+        status = task.get("Status") or {}
+        pid = (status.get("ContainerStatus") or {}).get("PID")
+        return Replica(
+            id=labels.get(LABEL_REPLICA, spec["Spec"]["Name"]),
+            service=self.service_name,
+            host=host,
+            port=port,
+            state=ReplicaState.STARTING,
+            pid=int(pid) if pid else None,
+            started_at=_epoch(str(status.get("Timestamp") or "")),
+            handle={
+                "service_id": spec["ID"],
+                "created": spec["CreatedAt"],
+                "name": spec["Spec"]["Name"],
+                "task_id": task["ID"],
+                "container_id": container_id,
+                "image": self._config.image,
+                "log": "",  # on the node: `docker service logs <name>` on a manager reads it
+                "node": node_id,
             },
         )
 

@@ -480,6 +480,8 @@ class Controller:
                         "address": r.address,
                         "state": r.state.value,
                         "held": r.state == ReplicaState.HELD,
+                        # swarm: the Swarm node id the task runs on
+                        **({"node": r.handle["node"]} if "node" in r.handle else {}),
                     }
                     for r in sorted(loop.replicas(), key=lambda r: r.id)
                 ],

@@ -82,6 +82,52 @@ def _container_flavour(kind: str, client: Any, image: str) -> Flavour:
     )
 
 
+def _multinode_flavour(lab: Any) -> Flavour:
+    """swarm on the 3-node lab (tests/fixtures/swarm_lab.py): replicas on every node,
+    reached on node addresses; containers found and killed on each node's engine."""
+    import docker
+
+    def engines() -> list[Any]:
+        return [docker.DockerClient(base_url=n.socket, timeout=30) for n in lab.nodes]
+
+    def find(label: str) -> list[tuple[Any, str]]:
+        found = []
+        for client in engines():
+            found += [(client, c["Id"]) for c in client.api.containers(filters={"label": label})]
+        return found
+
+    def kill(d: Deployment, replica_id: str) -> None:
+        found = find(f"skylift.replica={replica_id}")
+        assert found, f"no container for {replica_id}"
+        for client, container in found:
+            client.api.kill(container)
+
+    def leftovers(d: Deployment) -> list[str]:
+        return sorted(c for _, c in find(f"skylift.project={d.settings['project']}"))
+
+    backend = {
+        "kind": "swarm",
+        "image": "skylift-test/busybox:lab",
+        "port": 8080,
+        "memory": "64Mi",
+        "managers": [{"engine": n.socket} for n in lab.nodes if n.role == "manager"],
+        "nodes": [{"engine": n.socket} for n in lab.nodes],
+    }
+
+    def block() -> dict[str, Any]:
+        return dict(backend)
+
+    return Flavour(
+        kind="swarm-multinode",
+        backend=block,
+        crashing={"command": ["sh", "-c", "exit 3"]},
+        slow_path="/cgi-bin/sleep",
+        kill=kill,
+        leftovers=leftovers,
+        replace_within=45,
+    )
+
+
 # a few dozen requests/s at most: these must pass with one core kept busy (--busy-core)
 RPS = 15
 
@@ -91,11 +137,24 @@ RPS = 15
         "process",
         pytest.param("docker", marks=pytest.mark.docker),
         pytest.param("swarm", marks=pytest.mark.docker),
+        # the suite on the 3-node lab: ~4 minutes more, so opt-in (docs/swarm.md)
+        pytest.param(
+            "swarm-multinode",
+            marks=[
+                pytest.mark.docker,
+                pytest.mark.skipif(
+                    os.environ.get("SKYLIFT_SCENARIOS_MULTINODE") != "1",
+                    reason="set SKYLIFT_SCENARIOS_MULTINODE=1 to run the suite on the swarm lab",
+                ),
+            ],
+        ),
     ]
 )
 def flavour(request: pytest.FixtureRequest) -> Flavour:
     if request.param == "process":
         return _process_flavour()
+    if request.param == "swarm-multinode":
+        return _multinode_flavour(request.getfixturevalue("swarm_lab"))
     client = request.getfixturevalue("docker_client")
     image = request.getfixturevalue("docker_test_image")
     if request.param == "swarm":

@@ -111,7 +111,7 @@ def simulate_command(
     ] = None,
     output: Annotated[Output, typer.Option("-o", "--output")] = Output.table,
     timeline: Annotated[
-        Path | None, typer.Option("--timeline", help="write t,demand,desired,ready CSV")
+        Path | None, typer.Option("--timeline", help="write t,demand,desired,ready,paid CSV")
     ] = None,
     chart: Annotated[Path | None, typer.Option("--chart", help="write an HTML chart")] = None,
 ) -> None:

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from skylift.cost.prices import InstanceType
+from skylift.cost.prices import InstanceType, PriceList
 
 
 class CostError(ValueError):
@@ -78,13 +78,6 @@ class Mix:
 
     reserved: int = 0
     spot_share: float = 0.0
-
-    @property
-    def kind(self) -> str:
-        """on-demand, reserved + on-demand, or + spot (the bench's row names)."""
-        if self.spot_share > 0:
-            return "+ spot"
-        return "reserved + on-demand" if self.reserved > 0 else "on-demand"
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,3 +183,34 @@ def reserved_search(rows: Sequence[tuple[float, float]], reserved: float, burst:
             best, best_cost = level, cost
     above = sum(h for n, h in rows if n >= best) / total if total else 0.0
     return Baseline(best, 100.0 * above, 100.0 * reserved / burst)
+
+
+def choose_instance(
+    prices: PriceList, spec: str | None, cpu: float, memory: int
+) -> tuple[str, InstanceType, int]:
+    """("region/type", type, replicas per instance) for ``--instance``.
+
+    ``spec`` is ``REGION/TYPE``, a ``TYPE`` of the first region, or None: the type of
+    the first region with the lowest on-demand price per replica that fits.
+    """
+    if spec is not None:
+        region, _, name = spec.rpartition("/")
+        region_name, type_name, instance = prices.instance(region or None, name)
+        label = f"{region_name}/{type_name}"
+        return label, instance, per_instance(instance, cpu, memory, label)
+    region_name = next(iter(prices.regions))
+    fits = []
+    for type_name, instance in prices.regions[region_name].instances.items():
+        label = f"{region_name}/{type_name}"
+        try:
+            k = per_instance(instance, cpu, memory, label)
+        except CostError:
+            continue
+        fits.append((instance.on_demand / k, label, instance, k))
+    if not fits:
+        raise CostError(
+            f"no instance type in {region_name} holds a replica (cpu {cpu:g}, memory "
+            f"{memory / 2**20:g}Mi): lower --cpu / --memory or add a bigger type"
+        )
+    _, label, instance, k = min(fits, key=lambda f: f[0])
+    return label, instance, k

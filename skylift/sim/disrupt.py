@@ -74,7 +74,7 @@ class SpendCap:
     month_s: float = 730.0 * 3600.0
     spent: float = 0.0
     month: int = -1
-    capped_ticks: int = 0
+    capped_seconds: float = 0.0
 
     def allowed(self, now: float, want: int) -> int:
         """Replicas the cap lets the fleet have at ``now``."""
@@ -86,7 +86,7 @@ class SpendCap:
         self._roll(now)
         self.spent += self.usd_per_hour(replicas) * tick / 3600.0
         if self.spent >= self.usd:
-            self.capped_ticks += 1
+            self.capped_seconds += tick
 
     def _roll(self, now: float) -> None:
         month = math.floor((now - self.start) / self.month_s)

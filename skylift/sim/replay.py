@@ -164,24 +164,28 @@ def simulate(
                 oracle_ticks += last_demand
                 continue
             # Serve [now, now + tick) and record what the collectors would see.
-            per = rate / ready if ready else math.inf
-            sample_t.append(now + tick)
-            util = per / cap
-            if cpu_v is not None:
-                cpu_v.append(util)
-            if mem_v is not None:
-                mem_v.append(MEMORY_BASE + MEMORY_PER_LOAD * util)
-            if rps_v is not None:
-                rps_v.append(rate)
-            if p95_v is not None or conn_v is not None or queue_v is not None:
-                spare = mu - per
-                rho = per / mu
-                if p95_v is not None:
-                    p95_v.append(LN20 / spare if spare > min_spare else timeout)
-                if conn_v is not None:
-                    conn_v.append(ready * rho / (1.0 - rho) if rho < 1.0 else rate * timeout)
-                if queue_v is not None:
-                    queue_v.append(ready * rho * rho / (1.0 - rho) if rho < 1.0 else rate * timeout)
+            # No ready replica (all reclaimed): nothing to measure, the metrics go missing.
+            if ready:
+                per = rate / ready
+                sample_t.append(now + tick)
+                util = per / cap
+                if cpu_v is not None:
+                    cpu_v.append(util)
+                if mem_v is not None:
+                    mem_v.append(MEMORY_BASE + MEMORY_PER_LOAD * util)
+                if rps_v is not None:
+                    rps_v.append(rate)
+                if p95_v is not None or conn_v is not None or queue_v is not None:
+                    spare = mu - per
+                    rho = per / mu
+                    if p95_v is not None:
+                        p95_v.append(LN20 / spare if spare > min_spare else timeout)
+                    if conn_v is not None:
+                        conn_v.append(ready * rho / (1.0 - rho) if rho < 1.0 else rate * timeout)
+                    if queue_v is not None:
+                        queue_v.append(
+                            ready * rho * rho / (1.0 - rho) if rho < 1.0 else rate * timeout
+                        )
             observed += 1
             oracle_ticks += dem
             if ready < dem:

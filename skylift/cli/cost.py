@@ -35,5 +35,8 @@ def prices_validate(file: Annotated[Path, typer.Argument(help="price file (YAML)
 
 
 def register(app: typer.Typer) -> None:
-    """Mount ``prices`` on the skylift CLI."""
+    """Mount ``prices`` and ``rightsize`` on the skylift CLI."""
+    from skylift.cli.rightsize import rightsize_command
+
     app.add_typer(prices_app, name="prices")
+    app.command("rightsize")(rightsize_command)

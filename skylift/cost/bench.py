@@ -93,14 +93,14 @@ def cost_table(rows: Sequence[CostRow]) -> str:
         p = row.plan
         od = p.on_demand
         res = (
-            f"{p.reserved.cost.usd:,.0f} ({p.reserved.mix.reserved}, "
+            f"{p.reserved.cost.usd:,.2f} ({p.reserved.mix.reserved}, "
             f"{p.reserved.baseline.above_pct:.0f} %)"
             if p.reserved and p.reserved.baseline
             else "n/a"
         )
         spot = p.best_spot
         spot_cell = (
-            f"{spot.cost.usd:,.0f} ({spot.mix.reserved}, {spot.mix.spot_share:.0%})"
+            f"{spot.cost.usd:,.2f} ({spot.mix.reserved}, {spot.mix.spot_share:.0%})"
             + ("" if spot.slo_minutes <= p.slo_budget else " ✗")
             if spot
             else "n/a"
@@ -109,8 +109,8 @@ def cost_table(rows: Sequence[CostRow]) -> str:
         c = p.cheapest
         saved = 1.0 - c.cost.usd / od.cost.usd if od.cost.usd else 0.0
         lines.append(
-            f"| {row.trace} | {row.policy} | {od.cost.usd:,.0f} | {res} | {spot_cell} | "
+            f"| {row.trace} | {row.policy} | {od.cost.usd:,.2f} | {res} | {spot_cell} | "
             f"{od.slo_minutes:.0f} / {spot_slo} | {c.kind} (R {c.mix.reserved}, spot "
-            f"{c.mix.spot_share:.0%}) | {c.cost.usd:,.0f} | {saved:.0%} |"
+            f"{c.mix.spot_share:.0%}) | {c.cost.usd:,.2f} | {saved:.0%} |"
         )
     return "\n".join(lines)

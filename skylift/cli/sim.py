@@ -253,6 +253,8 @@ def simulate_command(
     """Replay a trace against one policy and print its elasticity scores (and money)."""
     if mix not in MIXES:
         raise fail(f"--mix {mix!r}: use one of {', '.join(MIXES)}", EXIT_USAGE)
+    if cost is not None and policy == "oracle":
+        raise fail("--cost prices a deployable policy; the oracle cannot be bought", EXIT_USAGE)
     pricing = _cost_args(cost, instance, cpu, memory, seed, slo_tolerance, monthly_cap)
     if (peak is None) == (capacity is None):
         raise fail("give exactly one of --peak N or --capacity RPS", EXIT_USAGE)

@@ -66,6 +66,8 @@ def test_simulate_cost_errors_name_the_fix(app: typer.Typer, traces: Path, tmp_p
     base = ["simulate", "--trace", str(traces / "burst.csv"), "--peak", "14", "--cost"]
     big = RUNNER.invoke(app, [*base, str(PRICES), "--cpu", "64"])
     assert big.exit_code == 2 and "--cpu / --memory" in big.output
+    oracle = RUNNER.invoke(app, [*base, str(PRICES), "--policy", "oracle"])
+    assert oracle.exit_code == 2 and "cannot be bought" in oracle.output
     bad = tmp_path / "p.yaml"
     bad.write_text("date: 2024-06-01\nsource: x\nregions: {r: {instances: {}}}\n")
     out = RUNNER.invoke(app, [*base, str(bad)])

@@ -81,3 +81,37 @@ def test_bench_cost_table(app: typer.Typer, traces: Path) -> None:
     lines = [line for line in out.stdout.splitlines() if line.startswith("| burst")]
     assert len(lines) == 1 and "| hpa |" in lines[0]  # the oracle is not priced
     assert "Prices of 2024-06-01" in out.stdout
+
+
+def test_a_spot_mix_is_reproduced_from_its_timeline(
+    app: typer.Typer, traces: Path, tmp_path: Path
+) -> None:
+    timeline = tmp_path / "tl.csv"
+    args = ["simulate", "--trace", str(traces / "burst.csv"), "--peak", "14", "-o", "json"]
+    args += ["--cost", str(PRICES), "--instance", "aws-us-east-1/m7i.large", "--mix", "spot"]
+    out = RUNNER.invoke(app, [*args, "--timeline", str(timeline)])
+    assert out.exit_code == 0, out.output
+    cost = json.loads(out.stdout)["cost"]
+    mix = cost["mix"]
+    assert mix["kind"] == "+ spot" and mix["spot_share"] > 0
+    m7i = load_prices(PRICES).regions["aws-us-east-1"].instances["m7i.large"]
+    assert m7i.reserved is not None and m7i.spot is not None
+    rows = list(csv.DictReader(timeline.read_text().splitlines()))
+    hours = len(rows) * 60 / 3600  # no gaps in this trace
+    r, s = mix["reserved_instances"], mix["spot_share"]
+    burst = sum(max(0.0, float(row["paid"]) / 4 - r) * 60 / 3600 for row in rows)
+    assert cost["by_kind"]["reserved"] == pytest.approx(r * hours * m7i.reserved.hourly, abs=0.01)
+    assert cost["by_kind"]["spot"] == pytest.approx(s * burst * m7i.spot.price, abs=0.01)
+    assert cost["by_kind"]["on_demand"] == pytest.approx((1 - s) * burst * m7i.on_demand, abs=0.01)
+
+
+def test_bench_cost_json(app: typer.Typer, traces: Path) -> None:
+    args = ["bench", "--traces", str(traces), "--policies", "hpa", "--peak", "14", "-o", "json"]
+    out = RUNNER.invoke(app, [*args, "--cost", str(PRICES), "--monthly-cap", "0.01"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    assert data["prices"]["date"] == "2024-06-01"
+    (row,) = data["results"]
+    assert row["trace"] == "burst" and row["policy"] == "hpa"
+    assert row["cheapest"]["usd"] <= row["on_demand"]["usd"]
+    assert row["cap"]["extra_slo_minutes"] >= 0 and row["cap"]["capped_hours"] > 0

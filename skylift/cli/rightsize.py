@@ -98,6 +98,9 @@ def rightsize_command(
     instance: Annotated[
         str | None, typer.Option("--instance", help="today's host REGION/TYPE")
     ] = None,
+    replicas: Annotated[
+        int, typer.Option("--replicas", min=1, help="replicas serving --capacity today")
+    ] = 1,
     output: Annotated[Output, typer.Option("-o", "--output")] = Output.table,
 ) -> None:
     """Recommend requests and an instance type from p95 usage; vertical or horizontal."""
@@ -131,7 +134,14 @@ def rightsize_command(
                     "usd_month": round(o.usd_month, 2),
                     "note": o.note,
                 }
-                for o in vertical_or_horizontal(price_list, instance, capacity, need)
+                for o in vertical_or_horizontal(
+                    price_list,
+                    instance,
+                    capacity,
+                    need,
+                    replicas=replicas,
+                    request=(advice.cpu, advice.memory),
+                )
             ]
     except (CostError, PriceError) as exc:
         raise fail(str(exc), EXIT_USAGE) from None
@@ -150,7 +160,7 @@ def rightsize_command(
         )
     for o in payload.get("vertical_or_horizontal", []):
         typer.echo(
-            f"  {o['way']:<10} {o['hosts']} x {o['instance']:<24} {o['capacity_rps']:>9} rps  "
+            f"  {o['way']:<10} {o['hosts']} x {o['instance']:<22} {o['capacity_rps']:>8} rps  "
             f"USD {o['usd_month']:>8.2f}/month  {o['note']}"
         )
 

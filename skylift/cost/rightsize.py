@@ -98,32 +98,63 @@ class Option:
 
 
 def vertical_or_horizontal(
-    prices: PriceList, instance: str, capacity_rps: float, need_rps: float
+    prices: PriceList,
+    instance: str,
+    capacity_rps: float,
+    need_rps: float,
+    *,
+    replicas: int = 1,
+    request: tuple[float, int] | None = None,
 ) -> list[Option]:
-    """Price a bigger host against more hosts of today's size, cheapest first.
+    """Price more replicas on today's host, a bigger host and more hosts; cheapest first.
 
-    ``capacity_rps`` is what today's host serves within the SLO (``skylift capacity``
-    once it exists, or a load test). A bigger host is assumed to scale with its
-    cores (an upper bound: locks, memory bandwidth and a single-threaded runtime
-    scale worse), more hosts scale linearly but need a balancer and a second
-    failure domain's worth of operations.
+    ``capacity_rps`` is what today's host serves within the SLO with ``replicas``
+    replicas (``skylift capacity`` once it exists, or a load test). Throughput is
+    taken as proportional to the cores in use: ``replicas x request`` cores today
+    when the right-sized ``request`` (cores, bytes) is given (what the replicas
+    were seen to use), else the whole host. So more replicas help up to what fits
+    on the host; a bigger host carries its cores' worth (an upper bound: locks,
+    memory bandwidth and a single-threaded runtime scale worse); more hosts copy
+    today's deployment, need a balancer, and survive the loss of one.
     """
-    if capacity_rps <= 0 or need_rps <= 0:
-        raise CostError("--capacity and --need must be more than 0 requests/s")
+    if capacity_rps <= 0 or need_rps <= 0 or replicas < 1:
+        raise CostError("--capacity and --need must be more than 0 requests/s, --replicas >= 1")
     region, _, name = instance.rpartition("/")
     region_name, type_name, now = prices.instance(region or None, name)
-    per_core = capacity_rps / now.cores
+    label = f"{region_name}/{type_name}"
+    # The load today's replicas carry per core they use: with a measured request that is
+    # replicas x request (what right-sizing saw them use), else the whole host.
+    used = min(now.cores, replicas * request[0]) if request is not None else now.cores
+    per_core = capacity_rps / used
     monthly = now.on_demand * HOURS_PER_MONTH
     options = [
         Option(
             "stay",
-            f"{region_name}/{type_name}",
+            label,
             1,
             capacity_rps,
             monthly,
             "enough" if capacity_rps >= need_rps else "short of the need",
         )
     ]
+    if request is not None:
+        fit = per_instance(now, request[0], request[1], label)
+        per_replica = capacity_rps / replicas
+        wanted = min(fit, max(replicas, math.ceil(need_rps / per_replica)))
+        if wanted > replicas:
+            reach = per_core * min(now.cores, wanted * request[0])
+            options.append(
+                Option(
+                    "replicas",
+                    label,
+                    1,
+                    reach,
+                    monthly,
+                    f"{wanted} replicas on today's host (room for {fit}): no new money, "
+                    "if a replica is bound by its request and not the host"
+                    + ("" if reach >= need_rps else "; short of the need"),
+                )
+            )
     bigger = [
         (n, t)
         for n, t in prices.regions[region_name].instances.items()
@@ -141,15 +172,19 @@ def vertical_or_horizontal(
                 "one host: a resize restarts it; one failure domain",
             )
         )
-    hosts = max(2, math.ceil(need_rps / capacity_rps))
+    per_host = capacity_rps
+    if request is not None:  # each host filled with as many replicas as fit
+        per_host = per_core * min(now.cores, per_instance(now, *request, label) * request[0])
+    hosts = max(2, math.ceil(need_rps / per_host))
     options.append(
         Option(
             "horizontal",
             f"{region_name}/{type_name}",
             hosts,
-            capacity_rps * hosts,
+            per_host * hosts,
             monthly * hosts,
             "survives a host; needs the balancer on every host or a front",
         )
     )
-    return sorted(options[1:], key=lambda o: o.usd_month) + options[:1]
+    ranked = sorted(options[1:], key=lambda o: (o.capacity_rps < need_rps, o.usd_month))
+    return ranked + options[:1]

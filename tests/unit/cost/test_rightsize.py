@@ -61,6 +61,23 @@ def test_vertical_or_horizontal_on_a_vps() -> None:
     assert by_way["stay"].note == "short of the need"
 
 
+def test_with_a_request_more_replicas_on_the_host_come_first() -> None:
+    """One replica of 0.5 core serves 300 rps on a 3-core cpx21 (4 GiB): 6 fit by
+    cores, 8 by memory; 3 of them carry 900 rps at no new money."""
+    options = vertical_or_horizontal(
+        PRICES, "hetzner-fsn1/cpx21", 300.0, 800.0, replicas=1, request=(0.5, 512 * MI)
+    )
+    first = options[0]
+    assert first.way == "replicas" and first.capacity_rps == pytest.approx(900.0)
+    assert first.usd_month == pytest.approx(0.0126 * HOURS_PER_MONTH)
+    by_way = {o.way: o for o in options}
+    # a full cpx21 (6 x 0.5 core) carries 1800 rps: two of them are the horizontal step
+    assert by_way["horizontal"].hosts == 2 and by_way["horizontal"].capacity_rps == 3600.0
+    # 600 rps per core in use: the 4-core cpx31 carries 2400
+    assert by_way["vertical"].instance == "hetzner-fsn1/cpx31"
+    assert by_way["vertical"].capacity_rps == pytest.approx(2400.0)
+
+
 def test_cli_sizes_from_the_stores_history(tmp_path: Path) -> None:
     config = tmp_path / "skylift.yaml"
     config.write_text(CONFIG)
@@ -97,6 +114,9 @@ def test_cli_from_samples_with_advice(tmp_path: Path) -> None:
         app, [*args, "--capacity", "400", "--need", "1000", "--instance", "hetzner-fsn1/cpx21"]
     )
     assert out.exit_code == 0, out.output
-    assert "horizontal 3 x hetzner-fsn1/cpx21" in out.stdout and "vertical" in out.stdout
+    # request 250m / 384Mi (p95 0.2 core, 300Mi + 15 %): 10 fit on a cpx21 (memory binds);
+    # today's replica does 400 rps on 0.25 core, so 3 replicas on the same host carry 1000
+    assert "3 replicas on today's host (room for 10)" in out.stdout
+    assert out.stdout.splitlines()[-4].split()[:4] == ["replicas", "1", "x", "hetzner-fsn1/cpx21"]
     half = CliRunner().invoke(app, [*args, "--capacity", "400"])
     assert half.exit_code == 2 and "--need" in half.output

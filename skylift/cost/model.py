@@ -40,6 +40,7 @@ class Rates:
     reserved: float | None = None
     spot: float | None = None
     interruption_rate: float = 0.0
+    notice: float = 0.0
 
     @classmethod
     def of(cls, instance: InstanceType) -> Rates:
@@ -49,6 +50,7 @@ class Rates:
             reserved=instance.reserved.effective_hourly if instance.reserved else None,
             spot=instance.spot.price if instance.spot else None,
             interruption_rate=instance.spot.interruption_rate if instance.spot else 0.0,
+            notice=instance.spot.notice if instance.spot else 0.0,
         )
 
     def burst(self, spot_share: float) -> float:

@@ -178,7 +178,7 @@ def plan_costs(
             )
             mix = Mix(reserved=line.instances, spot_share=share)
             interrupts = SpotInterruptions(
-                line.instances, share, k, rates.interruption_rate, seed=seed
+                line.instances, share, k, rates.interruption_rate, seed=seed, notice=rates.notice
             )
             run = _priced(replay(interrupts, None), trace, k, rates, mix, SPOT)
             spot.append(
@@ -219,7 +219,9 @@ def _capped(
         start=float(trace.times[0]),
     )
     interrupts = (
-        SpotInterruptions(mix.reserved, mix.spot_share, k, rates.interruption_rate, seed=seed)
+        SpotInterruptions(
+            mix.reserved, mix.spot_share, k, rates.interruption_rate, seed=seed, notice=rates.notice
+        )
         if mix.spot_share
         else None
     )

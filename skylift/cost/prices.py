@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from skylift.metrics.resources import Bytes, Cores
-from skylift.units import Percent
+from skylift.units import Duration, Percent
 
 HOURS_PER_YEAR = 8760.0
 HOURS_PER_MONTH = 730.0
@@ -68,6 +68,9 @@ class Spot(_Model):
     price: float = Field(gt=0, description="USD per instance-hour (an average of the market)")
     interruption_rate: Percent = Field(
         description="chance per instance-hour of being reclaimed: '5%' or 0.05"
+    )
+    notice: Duration = Field(
+        0.0, description="warning before a reclaim (AWS: 2m); 0: the machine goes at once"
     )
 
     @model_validator(mode="after")

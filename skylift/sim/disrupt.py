@@ -30,6 +30,9 @@ class SpotInterruptions:
     per_instance: int
     rate_per_hour: float
     seed: int = 0
+    notice: float = 0.0
+    """Seconds between the reclaim notice and the machine going (AWS: 120): the
+    replacement starts at the notice, so a start-up shorter than it hides the loss."""
     interruptions: int = 0
     _rng: random.Random = field(init=False, repr=False)
     _hazard: float = field(init=False, default=0.0)

@@ -97,6 +97,8 @@ def simulate(
     start = min(max(model.demand(requests[0] / step), compiled.min), compiled.max)
     ready = desired = start
     pending: deque[float] = deque()
+    leaving: deque[tuple[float, int]] = deque()
+    """Spot replicas under a reclaim notice: (when the machine goes, replicas on it)."""
     state = State(start, start)
     timeline = Timeline()
     tl_t, tl_rate, tl_dem = timeline.t, timeline.rate, timeline.demand
@@ -144,17 +146,29 @@ def simulate(
                             pending.pop()
                             drop -= 1
                         ready -= drop
+                        while drop and leaving:  # stop the noticed ones first
+                            at, n = leaving.pop()
+                            if n > drop:
+                                leaving.append((at, n - drop))
+                            drop -= min(n, drop)
                     desired = new
             countdown -= 1
             while pending and pending[0] <= now:
                 pending.popleft()
                 ready += 1
+            while leaving and leaving[0][0] <= now:
+                ready -= min(leaving.popleft()[1], ready)
             paid = ready + len(pending)
             if spot is not None:
                 lost = min(spot.lost(paid, tick), ready)
                 if lost:
-                    ready -= lost
+                    # the replacement starts now; without notice the replicas go now,
+                    # with one they serve until the provider takes the machine
                     pending.extend([now + startup] * lost)
+                    if spot.notice > 0:
+                        leaving.append((now + spot.notice, lost))
+                    else:
+                        ready -= lost
             if spend_cap is not None:
                 spend_cap.pay(now, paid, tick)
             cost_ticks += paid

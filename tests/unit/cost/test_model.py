@@ -121,3 +121,21 @@ def test_plan_picks_the_cheapest_mix_within_the_slo_and_prices_a_cap() -> None:
     assert plan.cap is not None and plan.cap.capped_hours > 0
     assert plan.cap.extra_slo_minutes > 0  # a 3 USD month cannot pay for the burst
     assert plan.cap.run.cost.usd < plan.cheapest.cost.usd
+
+
+def test_a_reclaim_notice_longer_than_the_startup_hides_the_loss() -> None:
+    trace = parse_trace(_burst_trace(), "burst")
+    model = ServiceModel(capacity=10.0, startup=60.0)
+    policy = preset_policy("hpa", 10.0, 7)
+    calm = simulate(trace, policy, model)
+
+    def hit(notice: float) -> SimResult:
+        spot = SpotInterruptions(0, 1.0, per_instance=2, rate_per_hour=0.5, seed=3, notice=notice)
+        return simulate(trace, policy, model, spot=spot)
+
+    sudden, warned = hit(0.0), hit(120.0)
+    assert sudden.spot_interruptions and warned.spot_interruptions
+    assert sudden.slo_violation_minutes > calm.slo_violation_minutes
+    assert warned.slo_violation_minutes <= calm.slo_violation_minutes
+    assert warned.replica_hours > sudden.replica_hours  # the overlap is billed
+    assert min(warned.timeline.ready[60:300]) >= min(calm.timeline.ready[60:300])

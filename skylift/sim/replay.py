@@ -146,11 +146,16 @@ def simulate(
                             pending.pop()
                             drop -= 1
                         ready -= drop
-                        while drop and leaving:  # stop the noticed ones first
-                            at, n = leaving.pop()
-                            if n > drop:
-                                leaving.append((at, n - drop))
-                            drop -= min(n, drop)
+                        if leaving:
+                            # Replicas under a reclaim notice go anyway, so the drop takes
+                            # the others; only what it needs beyond them stops noticed ones
+                            # early (their reclaim then finds nothing to take).
+                            early = drop - (ready + drop - sum(n for _, n in leaving))
+                            while early > 0 and leaving:
+                                at, n = leaving.pop()
+                                if n > early:
+                                    leaving.append((at, n - early))
+                                early -= min(n, early)
                     desired = new
             countdown -= 1
             while pending and pending[0] <= now:

@@ -138,4 +138,9 @@ def test_a_reclaim_notice_longer_than_the_startup_hides_the_loss() -> None:
     assert sudden.slo_violation_minutes > calm.slo_violation_minutes
     assert warned.slo_violation_minutes <= calm.slo_violation_minutes
     assert warned.replica_hours > sudden.replica_hours  # the overlap is billed
+    # ... and only the overlap: ready is back at desired once each notice ends, and
+    # scale-downs during a notice leave no replica behind
+    tl = warned.timeline
+    above = sum(1 for r, d in zip(tl.ready, tl.desired, strict=True) if r > d)
+    assert above < 0.05 * len(tl.t) and tl.ready[-1] == tl.desired[-1]
     assert min(warned.timeline.ready[60:300]) >= min(calm.timeline.ready[60:300])

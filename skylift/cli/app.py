@@ -22,6 +22,7 @@ from skylift.cli import apply as cli_apply
 from skylift.cli import autoscale as cli_autoscale
 from skylift.cli import backup as cli_backup
 from skylift.cli import capacity as cli_capacity
+from skylift.cli import cost as cli_cost
 from skylift.cli import dns as cli_dns
 from skylift.cli import event as cli_event
 from skylift.cli import export as cli_export
@@ -520,6 +521,7 @@ def _records_offline(loaded: LoadedConfig, kind: str, service: str | None, limit
 
 
 cli_sim.register(app)
+cli_cost.register(app)
 cli_load.register(app)
 cli_backup.register(app)
 cli_event.register(app)

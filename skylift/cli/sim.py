@@ -6,8 +6,11 @@ Data goes to stdout, progress and errors to stderr. Exit codes: 0 ok,
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,7 +20,12 @@ import yaml
 from pydantic import ValidationError
 
 from skylift.cli.common import Output, fail
+from skylift.cost.bench import cost_table, run_cost_bench
+from skylift.cost.model import CostError, Rates, choose_instance
+from skylift.cost.plan import TOLERANCE, CostPlan, PricedRun, plan_costs
+from skylift.cost.prices import PriceError, PriceList, load_prices
 from skylift.engine import ScalingPolicy
+from skylift.metrics.resources import parse_cpu, parse_memory
 from skylift.sim import (
     BUILTIN,
     PolicyError,
@@ -34,7 +42,9 @@ from skylift.sim import (
     verdicts,
 )
 from skylift.sim.bench import PolicyRef, trace_clock
-from skylift.units import parse_duration
+from skylift.sim.disrupt import SpendCap, SpotInterruptions
+from skylift.sim.trace import Trace
+from skylift.units import parse_duration, parse_percent
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
@@ -76,6 +86,112 @@ def resolve_policy(
     raise PolicyError(f"unknown policy {spec!r}: use {', '.join(BUILTIN)} or a YAML file path")
 
 
+MIXES = ("cheapest", "on-demand", "reserved", "spot")
+
+
+@dataclass(frozen=True, slots=True)
+class CostArgs:
+    """The ``--cost`` options, parsed once and shared by simulate and bench."""
+
+    prices: PriceList
+    instance: str | None
+    cpu: float
+    memory: int
+    seed: int
+    tolerance: float
+    monthly_cap: float | None
+
+
+def _cost_args(
+    cost: Path | None,
+    instance: str | None,
+    cpu: str,
+    memory: str,
+    seed: int,
+    tolerance: str,
+    monthly_cap: float | None,
+) -> CostArgs | None:
+    if cost is None:
+        return None
+    try:
+        return CostArgs(
+            load_prices(cost),
+            instance,
+            parse_cpu(cpu),
+            parse_memory(memory),
+            seed,
+            parse_percent(tolerance),
+            monthly_cap,
+        )
+    except PriceError as exc:
+        raise fail(str(exc), EXIT_RUNTIME) from None
+    except ValueError as exc:
+        raise fail(f"--cpu / --memory / --slo-tolerance: {exc}", EXIT_USAGE) from None
+
+
+def cost_plan(
+    args: CostArgs, trace: Trace, base: SimResult, rerun: Callable[..., SimResult]
+) -> CostPlan:
+    """Price ``base`` under every mix; ``rerun(spot=..., spend_cap=...)`` replays again."""
+
+    def replay(spot: SpotInterruptions | None, cap: SpendCap | None) -> SimResult:
+        return rerun(spot=spot, spend_cap=cap)
+
+    try:
+        label, instance, k = choose_instance(args.prices, args.instance, args.cpu, args.memory)
+        return plan_costs(
+            base,
+            trace,
+            Rates.of(instance),
+            k,
+            replay,
+            instance=label,
+            seed=args.seed,
+            tolerance=args.tolerance,
+            monthly_cap=args.monthly_cap,
+        )
+    except (CostError, PriceError) as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
+
+
+def _pick(plan: CostPlan, mix: str) -> PricedRun:
+    chosen = {
+        "cheapest": plan.cheapest,
+        "on-demand": plan.on_demand,
+        "reserved": plan.reserved,
+        "spot": plan.best_spot,
+    }[mix]
+    if chosen is None:
+        raise fail(f"--mix {mix}: the instance type has no {mix} price", EXIT_USAGE)
+    return chosen
+
+
+def _cost_lines(plan: dict[str, Any]) -> str:
+    runs = [plan["on_demand"], *([plan["reserved"]] if plan["reserved"] else []), *plan["spot"]]
+    lines = [
+        f"cost on {plan['instance']} ({plan['replicas_per_instance']} replicas/instance), "
+        f"SLO budget {plan['slo_budget_minutes']} min:"
+    ]
+    for r in runs:
+        m = r["mix"]
+        lines.append(
+            f"  {m['kind']:<22} reserved {m['reserved_instances']:>3}  spot {m['spot_share']:.0%}"
+            f"  USD {r['usd']:>12,.2f}  SLO min {r['slo_violation_minutes']}"
+        )
+    c = plan["cheapest"]["mix"]
+    lines.append(
+        f"cheapest at the SLO: {c['kind']} (reserved {c['reserved_instances']}, spot "
+        f"{c['spot_share']:.0%}) USD {plan['cheapest']['usd']:,.2f}"
+    )
+    if "cap" in plan:
+        cap = plan["cap"]
+        lines.append(
+            f"monthly cap USD {cap['monthly_usd']:,.0f}: USD {cap['usd']:,.2f}, "
+            f"+{cap['extra_slo_minutes']} SLO min, {cap['capped_hours']} h held at the floor"
+        )
+    return "\n".join(lines)
+
+
 def _table(result: SimResult) -> str:
     rows = result.to_dict()
     width = max(len(k) for k in rows)
@@ -111,11 +227,35 @@ def simulate_command(
     ] = None,
     output: Annotated[Output, typer.Option("-o", "--output")] = Output.table,
     timeline: Annotated[
-        Path | None, typer.Option("--timeline", help="write t,demand,desired,ready CSV")
+        Path | None, typer.Option("--timeline", help="write t,demand,desired,ready,paid CSV")
     ] = None,
     chart: Annotated[Path | None, typer.Option("--chart", help="write an HTML chart")] = None,
+    cost: Annotated[
+        Path | None, typer.Option("--cost", help="price file: add money (docs/cost.md)")
+    ] = None,
+    instance: Annotated[
+        str | None,
+        typer.Option("--instance", help="REGION/TYPE (default: cheapest per replica)"),
+    ] = None,
+    cpu: Annotated[str, typer.Option("--cpu", help="a replica's CPU request")] = "0.5",
+    memory: Annotated[str, typer.Option("--memory", help="a replica's memory request")] = "1Gi",
+    mix: Annotated[
+        str, typer.Option("--mix", help="run reported: cheapest, on-demand, reserved, spot")
+    ] = "cheapest",
+    seed: Annotated[int, typer.Option("--seed", help="spot interruption draws")] = 0,
+    slo_tolerance: Annotated[
+        str, typer.Option("--slo-tolerance", help="extra SLO minutes a mix may add")
+    ] = f"{TOLERANCE:.0%}",
+    monthly_cap: Annotated[
+        float | None, typer.Option("--monthly-cap", help="USD per month; show its SLO cost")
+    ] = None,
 ) -> None:
-    """Replay a trace against one policy and print its elasticity scores."""
+    """Replay a trace against one policy and print its elasticity scores (and money)."""
+    if mix not in MIXES:
+        raise fail(f"--mix {mix!r}: use one of {', '.join(MIXES)}", EXIT_USAGE)
+    if cost is not None and policy == "oracle":
+        raise fail("--cost prices a deployable policy; the oracle cannot be bought", EXIT_USAGE)
+    pricing = _cost_args(cost, instance, cpu, memory, seed, slo_tolerance, monthly_cap)
     if (peak is None) == (capacity is None):
         raise fail("give exactly one of --peak N or --capacity RPS", EXIT_USAGE)
     if capacity is not None and capacity <= 0:
@@ -152,6 +292,28 @@ def simulate_command(
         )
     except ValueError as exc:
         raise fail(str(exc), EXIT_USAGE) from None
+    payload = result.to_dict()
+    if pricing is not None:
+        plan = cost_plan(
+            pricing,
+            data,
+            result,
+            functools.partial(
+                simulate,
+                data,
+                ref,
+                model,
+                interval=interval_s,
+                window=window_s,
+                name=name,
+                epoch=epoch,
+            ),
+        )
+        chosen = _pick(plan, mix)
+        result = chosen.result or result
+        payload = result.to_dict()
+        payload["cost"] = chosen.to_dict()
+        payload["cost_plan"] = plan.to_dict()
     try:
         if timeline is not None:
             timeline.write_text(result.timeline.to_csv(), encoding="utf-8")
@@ -160,9 +322,11 @@ def simulate_command(
     except OSError as exc:
         raise fail(f"cannot write output: {exc}", EXIT_RUNTIME) from None
     if output is Output.json:
-        typer.echo(json.dumps(result.to_dict(), indent=2))
+        typer.echo(json.dumps(payload, indent=2))
     else:
         typer.echo(_table(result))
+        if pricing is not None:
+            typer.echo(_cost_lines(payload["cost_plan"]))
 
 
 def bench_command(
@@ -174,8 +338,29 @@ def bench_command(
     startup: Annotated[str, typer.Option("--startup", help="provisioning + warm-up")] = "60s",
     interval: Annotated[str | None, typer.Option("--interval")] = None,
     output: Annotated[Output, typer.Option("-o", "--output")] = Output.table,
+    cost: Annotated[
+        Path | None, typer.Option("--cost", help="price file: money per trace and mix")
+    ] = None,
+    instance: Annotated[
+        str | None,
+        typer.Option("--instance", help="REGION/TYPE (default: cheapest per replica)"),
+    ] = None,
+    cpu: Annotated[str, typer.Option("--cpu", help="a replica's CPU request")] = "0.5",
+    memory: Annotated[str, typer.Option("--memory", help="a replica's memory request")] = "1Gi",
+    seed: Annotated[int, typer.Option("--seed", help="spot interruption draws")] = 0,
+    slo_tolerance: Annotated[
+        str, typer.Option("--slo-tolerance", help="extra SLO minutes a mix may add")
+    ] = f"{TOLERANCE:.0%}",
+    monthly_cap: Annotated[
+        float | None, typer.Option("--monthly-cap", help="USD per month; show its SLO cost")
+    ] = None,
 ) -> None:
-    """Replay every trace under every policy; print the table and the best per trace."""
+    """Replay every trace under every policy; print the table and the best per trace.
+
+    With ``--cost``: price each trace x policy (oracle skipped) as on-demand only,
+    reserved + on-demand and + spot, and the cheapest mix that keeps the SLO.
+    """
+    pricing = _cost_args(cost, instance, cpu, memory, seed, slo_tolerance, monthly_cap)
     if not traces.is_dir():
         raise fail(f"--traces {traces} is not a folder", EXIT_USAGE)
     files = sorted(traces.glob("*.csv"))
@@ -191,6 +376,9 @@ def bench_command(
             resolve_policy(name, 1.0, 1)
         except PolicyError as exc:
             raise fail(str(exc), EXIT_POLICY) from None
+    if pricing is not None:
+        _bench_cost(pricing, files, names, peak, startup_s, interval_s, output)
+        return
     total = len(files) * len(names)
     try:
         if sys.stderr.isatty():
@@ -233,6 +421,52 @@ def bench_command(
     typer.echo("")
     for v in best:
         typer.echo(f"{v.trace}: safest {v.safest}, cheapest {v.cheapest}")
+
+
+def _bench_cost(
+    pricing: CostArgs,
+    files: list[Path],
+    names: list[str],
+    peak: int,
+    startup: float,
+    interval: float | None,
+    output: Output,
+) -> None:
+    try:
+        label, instance, k = choose_instance(
+            pricing.prices, pricing.instance, pricing.cpu, pricing.memory
+        )
+        rows = run_cost_bench(
+            files,
+            names,
+            peak=peak,
+            startup=startup,
+            interval=interval,
+            resolve=resolve_policy,
+            rates=Rates.of(instance),
+            per_instance=k,
+            instance=label,
+            seed=pricing.seed,
+            tolerance=pricing.tolerance,
+            monthly_cap=pricing.monthly_cap,
+            on_done=lambda r: typer.echo(f"priced {r.trace} / {r.policy}", err=True),
+        )
+    except TraceError as exc:
+        raise fail(str(exc), EXIT_RUNTIME) from None
+    except PolicyError as exc:
+        raise fail(str(exc), EXIT_POLICY) from None
+    except (CostError, PriceError) as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
+    prices = pricing.prices
+    if output is Output.json:
+        payload = {
+            "prices": {"date": prices.date.isoformat(), "source": prices.source},
+            "results": [{"trace": r.trace, "policy": r.policy, **r.plan.to_dict()} for r in rows],
+        }
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    typer.echo(f"Prices of {prices.date} ({prices.currency}); instance {label}, {k} replicas each.")
+    typer.echo(cost_table(rows))
 
 
 def register(app: typer.Typer) -> None:

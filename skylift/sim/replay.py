@@ -17,6 +17,7 @@ from typing import Literal
 
 from skylift.engine import CompiledPolicy, Observations, ScalingPolicy, Series, State, decide
 from skylift.engine.predictive import Forecaster
+from skylift.sim.disrupt import SpendCap, SpotInterruptions
 from skylift.sim.result import SimResult, Timeline
 from skylift.sim.service import LN20, ServiceModel
 from skylift.sim.trace import Trace
@@ -46,6 +47,8 @@ def simulate(
     progress: Progress | None = None,
     epoch: float = 0.0,
     forecaster: Forecaster | None = None,
+    spot: SpotInterruptions | None = None,
+    spend_cap: SpendCap | None = None,
 ) -> SimResult:
     """Replay ``trace``; ``interval`` overrides the policy's decision interval.
 
@@ -53,6 +56,8 @@ def simulate(
     schedules, events and the forecaster's seasons read is ``epoch + t``.
     ``forecaster`` replaces the one the policy's ``forecast:`` block would build
     (benchmarks pass a clairvoyant one to measure what a perfect forecast costs).
+    ``spot`` reclaims replicas of the spot share (replaced after ``startup``, so the
+    SLO pays for them); ``spend_cap`` holds the fleet down once a month's budget is spent.
     """
     if policy == "oracle":
         return simulate_oracle(trace, model, interval=interval or 15.0)
@@ -92,10 +97,12 @@ def simulate(
     start = min(max(model.demand(requests[0] / step), compiled.min), compiled.max)
     ready = desired = start
     pending: deque[float] = deque()
+    leaving: deque[tuple[float, int]] = deque()
+    """Spot replicas under a reclaim notice: (when the machine goes, replicas on it)."""
     state = State(start, start)
     timeline = Timeline()
     tl_t, tl_rate, tl_dem = timeline.t, timeline.rate, timeline.demand
-    tl_des, tl_ready = timeline.desired, timeline.ready
+    tl_des, tl_ready, tl_paid = timeline.desired, timeline.ready, timeline.paid
 
     clock = times[0]
     countdown = 0
@@ -112,6 +119,7 @@ def simulate(
         rate = requests[i] / step
         dem = max(1, math.ceil(rate / cap - 1e-9))
         n_gap = (t_row - clock) // tick
+        row_paid = 0
         for k in range(n_gap + ticks_per_row):
             now = float(clock)
             if countdown == 0:
@@ -126,6 +134,8 @@ def simulate(
                 decisions += 1
                 state = decision.state
                 new = decision.desired
+                if spend_cap is not None:
+                    new = spend_cap.allowed(now, new)
                 if new != desired:
                     actions += 1
                     if new > desired:
@@ -136,35 +146,65 @@ def simulate(
                             pending.pop()
                             drop -= 1
                         ready -= drop
+                        if leaving:
+                            # Replicas under a reclaim notice go anyway, so the drop takes
+                            # the others; only what it needs beyond them stops noticed ones
+                            # early (their reclaim then finds nothing to take).
+                            early = drop - (ready + drop - sum(n for _, n in leaving))
+                            while early > 0 and leaving:
+                                at, n = leaving.pop()
+                                if n > early:
+                                    leaving.append((at, n - early))
+                                early -= min(n, early)
                     desired = new
             countdown -= 1
             while pending and pending[0] <= now:
                 pending.popleft()
                 ready += 1
-            cost_ticks += ready + len(pending)
+            while leaving and leaving[0][0] <= now:
+                ready -= min(leaving.popleft()[1], ready)
+            paid = ready + len(pending)
+            if spot is not None:
+                lost = min(spot.lost(paid, tick), ready)
+                if lost:
+                    # the replacement starts now; without notice the replicas go now,
+                    # with one they serve until the provider takes the machine
+                    pending.extend([now + startup] * lost)
+                    if spot.notice > 0:
+                        leaving.append((now + spot.notice, lost))
+                    else:
+                        ready -= lost
+            if spend_cap is not None:
+                spend_cap.pay(now, paid, tick)
+            cost_ticks += paid
+            row_paid += paid
             clock += tick
             if k < n_gap:
                 oracle_ticks += last_demand
                 continue
             # Serve [now, now + tick) and record what the collectors would see.
-            per = rate / ready
-            sample_t.append(now + tick)
-            util = per / cap
-            if cpu_v is not None:
-                cpu_v.append(util)
-            if mem_v is not None:
-                mem_v.append(MEMORY_BASE + MEMORY_PER_LOAD * util)
-            if rps_v is not None:
-                rps_v.append(rate)
-            if p95_v is not None or conn_v is not None or queue_v is not None:
-                spare = mu - per
-                rho = per / mu
-                if p95_v is not None:
-                    p95_v.append(LN20 / spare if spare > min_spare else timeout)
-                if conn_v is not None:
-                    conn_v.append(ready * rho / (1.0 - rho) if rho < 1.0 else rate * timeout)
-                if queue_v is not None:
-                    queue_v.append(ready * rho * rho / (1.0 - rho) if rho < 1.0 else rate * timeout)
+            # No ready replica (all reclaimed): nothing to measure, the metrics go missing.
+            if ready:
+                per = rate / ready
+                sample_t.append(now + tick)
+                util = per / cap
+                if cpu_v is not None:
+                    cpu_v.append(util)
+                if mem_v is not None:
+                    mem_v.append(MEMORY_BASE + MEMORY_PER_LOAD * util)
+                if rps_v is not None:
+                    rps_v.append(rate)
+                if p95_v is not None or conn_v is not None or queue_v is not None:
+                    spare = mu - per
+                    rho = per / mu
+                    if p95_v is not None:
+                        p95_v.append(LN20 / spare if spare > min_spare else timeout)
+                    if conn_v is not None:
+                        conn_v.append(ready * rho / (1.0 - rho) if rho < 1.0 else rate * timeout)
+                    if queue_v is not None:
+                        queue_v.append(
+                            ready * rho * rho / (1.0 - rho) if rho < 1.0 else rate * timeout
+                        )
             observed += 1
             oracle_ticks += dem
             if ready < dem:
@@ -184,6 +224,7 @@ def simulate(
         tl_dem.append(dem)
         tl_des.append(desired)
         tl_ready.append(ready)
+        tl_paid.append(row_paid / ticks_per_row)
         if progress is not None and i % PROGRESS_EVERY == 0:
             progress(i)
 
@@ -205,6 +246,7 @@ def simulate(
         decisions,
         timeline,
         forecaster.stats().to_dict() if forecaster is not None else None,
+        spot.interruptions if spot is not None else None,
     )
 
 
@@ -221,6 +263,7 @@ def simulate_oracle(trace: Trace, model: ServiceModel, *, interval: float = 15.0
         dem = model.demand(count / step)
         n_gap = (t_row - clock) // tick
         cost_ticks += n_gap * last + ticks_per_row * dem
+        timeline.paid.append((n_gap * last + ticks_per_row * dem) / ticks_per_row)
         observed += ticks_per_row
         clock = t_row + step
         if dem != last:
@@ -269,6 +312,7 @@ def _result(
     decisions: int,
     timeline: Timeline,
     forecast: dict[str, float | int] | None = None,
+    interruptions: int | None = None,
 ) -> SimResult:
     share = 100.0 / observed if observed else 0.0
     observed_hours = observed * tick / 3600.0
@@ -292,4 +336,5 @@ def _result(
         observed_hours=observed_hours,
         timeline=timeline,
         forecast=forecast,
+        spot_interruptions=interruptions,
     )

@@ -27,13 +27,19 @@ class Timeline:
     demand: list[int] = field(default_factory=list)
     desired: list[int] = field(default_factory=list)
     ready: list[int] = field(default_factory=list)
+    paid: list[float] = field(default_factory=list)
+    """Replicas billed in the row (ready plus starting), averaged over the row's ticks.
+    A row after a gap also carries the gap's replicas (billing does not stop when the
+    metrics do), so ``sum(paid) * step`` is exactly the run's replica-seconds."""
 
     def to_csv(self) -> str:
-        """CSV ``t,demand,desired,ready``."""
-        lines = ["t,demand,desired,ready"]
+        """CSV ``t,demand,desired,ready,paid``."""
+        lines = ["t,demand,desired,ready,paid"]
         lines.extend(
-            f"{t},{d},{w},{r}"
-            for t, d, w, r in zip(self.t, self.demand, self.desired, self.ready, strict=True)
+            f"{t},{d},{w},{r},{round(p, 6):g}"
+            for t, d, w, r, p in zip(
+                self.t, self.demand, self.desired, self.ready, self.paid, strict=True
+            )
         )
         return "\n".join(lines) + "\n"
 
@@ -61,6 +67,8 @@ class SimResult:
     timeline: Timeline
     forecast: dict[str, float | int] | None = None
     """Forecast error of a predictive policy (``ForecastStats.to_dict``), else None."""
+    spot_interruptions: int | None = None
+    """Spot instances reclaimed during the run (None: no spot in the run)."""
 
     @property
     def cost_ratio(self) -> float:
@@ -90,4 +98,9 @@ class SimResult:
             "decisions": self.decisions,
             "observed_hours": round(self.observed_hours, 3),
             **({"forecast": self.forecast} if self.forecast is not None else {}),
+            **(
+                {"spot_interruptions": self.spot_interruptions}
+                if self.spot_interruptions is not None
+                else {}
+            ),
         }

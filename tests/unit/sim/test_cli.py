@@ -65,7 +65,7 @@ def test_simulate_json_timeline_and_chart(app: typer.Typer, trace: Path, tmp_pat
     data = json.loads(result.stdout)
     assert data.keys() >= KEYS
     assert data["capacity_rps"] == pytest.approx(10.0)
-    assert timeline.read_text().splitlines()[0] == "t,demand,desired,ready"
+    assert timeline.read_text().splitlines()[0] == "t,demand,desired,ready,paid"
     assert len(timeline.read_text().splitlines()) == 81
     assert "<svg" in chart.read_text()
 

@@ -114,7 +114,7 @@ def test_cli_simulate_predictive_with_timeline(
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["policy"] == "predictive" and data["forecast"]["forecasts"] > 0
-    assert timeline.read_text().startswith("t,demand,desired,ready\n")
+    assert timeline.read_text().startswith("t,demand,desired,ready,paid\n")
     bad = RUNNER.invoke(app, [*args, "--start", "yesterday"])
     assert bad.exit_code == 2
     ok = RUNNER.invoke(

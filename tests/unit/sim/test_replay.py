@@ -83,10 +83,10 @@ def test_timeline_csv_and_chart() -> None:
     trace = parse_trace(_trace([10, 20, 30]), "small")
     result = simulate(trace, "oracle", ServiceModel(capacity=10.0))
     assert result.timeline.to_csv().splitlines() == [
-        "t,demand,desired,ready",
-        "0,1,1,1",
-        "60,2,2,2",
-        "120,3,3,3",
+        "t,demand,desired,ready,paid",
+        "0,1,1,1,1",
+        "60,2,2,2,2",
+        "120,3,3,3,3",
     ]
     page = render_chart(result)
     assert page.startswith("<!doctype html>") and "<svg" in page

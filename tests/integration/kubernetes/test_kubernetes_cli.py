@@ -1,0 +1,95 @@
+"""The kubernetes backend driven through the real CLI against the Kubernetes API
+*emulator* (tests/k8s_emulator: no real control plane can run here), HAProxy in front.
+
+Each pod of the emulated Deployment is a real demo-app process, so a GET through
+HAProxy names the pod that answered (``X-Replica`` = pod name).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from tests.e2e.harness import Deployment, wait_for
+from tests.integration.kubernetes.emulator import EmulatedCluster
+from tests.ports import free_port
+
+Deploy = Callable[..., Deployment]
+
+
+def k8s_service(cluster: EmulatedCluster, replicas: int, **backend: Any) -> dict[str, Any]:
+    return {
+        "frontend": f"127.0.0.1:{free_port()}",
+        "replicas": replicas,
+        "backend": {
+            "kind": "kubernetes",
+            "api_server": cluster.url,
+            "token_file": str(cluster.token_file),
+            "port": 8080,
+            "lease_duration": "4s",
+            **backend,
+        },
+        "health": {"path": "/healthz", "interval": "500ms", "fall": 2, "rise": 1, "timeout": "1s"},
+        "drain_timeout": "3s",
+        "stop_grace": "5s",
+        "slowstart": "1s",
+        "start_timeout": "30s",
+    }
+
+
+def served_by(d: Deployment, requests: int = 30) -> set[str]:
+    seen = set()
+    with httpx.Client(timeout=5, trust_env=False) as client:
+        for _ in range(requests):
+            answer = client.get(d.frontend() + "/")
+            assert answer.status_code == 200, answer.text
+            seen.add(answer.headers["X-Replica"])
+    return seen
+
+
+def live_pods(cluster: EmulatedCluster) -> dict[str, str | None]:
+    """Pod name -> the skylift replica annotated on it, for pods not being deleted."""
+    return {
+        p["metadata"]["name"]: (p["metadata"].get("annotations") or {}).get("skylift/replica")
+        for p in cluster.pods(selector="app=web")
+        if not p["metadata"].get("deletionTimestamp")
+    }
+
+
+def ready_ids(d: Deployment) -> set[str]:
+    return {r["id"] for r in d.service()["replicas"] if r["state"] == "ready"}
+
+
+def test_scales_a_deployment_up_and_down_through_haproxy(
+    deploy: Deploy, cluster: EmulatedCluster
+) -> None:
+    cluster.create_deployment("web", replicas=1)
+    d = deploy({"web": k8s_service(cluster, replicas=2)})
+    d.up()
+    wait_for(lambda: len(ready_ids(d)) == 2, 30, "2 ready replicas")
+    assert cluster.replicas("web") == 2  # the free pod was claimed, one more scaled up
+    pods = live_pods(cluster)
+    assert set(pods.values()) == ready_ids(d)  # each pod annotated with its replica
+    wait_for(lambda: served_by(d) == set(pods), 20, "HAProxy serving both pods")
+
+    d.cli("scale", "web", "3")
+    wait_for(lambda: len(ready_ids(d)) == 3, 30, "3 ready replicas")
+    assert cluster.replicas("web") == 3
+    wait_for(lambda: served_by(d) == set(live_pods(cluster)), 20, "HAProxy serving 3 pods")
+
+    keep = sorted(ready_ids(d))
+    d.cli("scale", "web", "1")
+    wait_for(lambda: len(d.service()["replicas"]) == 1, 40, "scale-in to 1 replica")
+    assert cluster.replicas("web") == 1
+    (survivor,) = d.service()["replicas"]
+    assert survivor["id"] in keep
+    # the ReplicaSet removed exactly the drained pods (pod-deletion-cost), not others
+    wait_for(lambda: list(live_pods(cluster).values()) == [survivor["id"]], 20, "one pod left")
+    wait_for(lambda: served_by(d, 10) == set(live_pods(cluster)), 20, "HAProxy on the survivor")
+    state = cluster.state()
+    assert state["invalid"] == []  # every emulator answer passed kubernetes-validate --strict
+    assert any(
+        c.startswith("PUT ") and c.endswith("/deployments/web/scale") for c in state["calls"]
+    )

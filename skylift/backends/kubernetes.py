@@ -179,7 +179,8 @@ class KubernetesBackend:
             return KubeConfig.from_file(self._base_dir / cfg.kubeconfig)
         assert cfg.api_server is not None  # the config's validator says one of both
         ca = str(self._base_dir / cfg.ca_file) if cfg.ca_file else None
-        user = User(token_file=str(self._base_dir / cfg.token_file)) if cfg.token_file else None
+        # lightkube wants a user even without credentials (an apiserver behind a proxy)
+        user = User(token_file=str(self._base_dir / cfg.token_file)) if cfg.token_file else User()
         return KubeConfig.from_one(
             cluster=Cluster(server=cfg.api_server, certificate_auth=ca),
             user=user,

@@ -16,5 +16,6 @@ def cluster(tmp_path: Path) -> Iterator[EmulatedCluster]:
 
 
 @pytest.fixture
-def deploy(tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
+def deploy(tmp_path: Path, cluster: EmulatedCluster) -> Iterator[Callable[..., Deployment]]:
+    """Deployments are torn down (`skylift down` scales to 0) before the emulator stops."""
     yield from deployment_factory(tmp_path)

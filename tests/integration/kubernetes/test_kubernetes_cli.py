@@ -7,10 +7,13 @@ HAProxy names the pod that answered (``X-Replica`` = pod name).
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+import psutil
 
 from tests.e2e.harness import Deployment, wait_for
 from tests.integration.kubernetes.emulator import EmulatedCluster
@@ -93,3 +96,57 @@ def test_scales_a_deployment_up_and_down_through_haproxy(
     assert any(
         c.startswith("PUT ") and c.endswith("/deployments/web/scale") for c in state["calls"]
     )
+
+
+def test_restarted_controller_adopts_the_pods(deploy: Deploy, cluster: EmulatedCluster) -> None:
+    cluster.create_deployment("web", replicas=2)
+    d = deploy({"web": k8s_service(cluster, replicas=2)})
+    d.up()
+    wait_for(lambda: len(ready_ids(d)) == 2, 30, "2 ready replicas")
+    before = live_pods(cluster)
+    scale_puts = sum(1 for c in cluster.state()["calls"] if c.endswith("/web/scale") and "PUT" in c)
+    assert scale_puts == 0  # both pods of the Deployment were free: claimed, not scaled
+
+    pid = d.controller_pid()
+    os.kill(pid, signal.SIGKILL)  # a crash: nothing released, replicas keep serving
+    wait_for(lambda: not psutil.pid_exists(pid), 10, "the controller gone")
+    assert served_by(d, 10) <= set(before)
+    d.up()
+    wait_for(lambda: ready_ids(d) == set(before.values()), 30, "the same replicas ready")
+    assert live_pods(cluster) == before  # adopted: no pod replaced, none added
+    assert cluster.replicas("web") == 2
+    wait_for(lambda: served_by(d) == set(before), 20, "HAProxy serving the adopted pods")
+
+
+def test_two_controllers_one_lease(deploy: Deploy, cluster: EmulatedCluster) -> None:
+    """Two controllers (own state and store each) on one Deployment: only the Lease
+    holder acts; the other takes over once the holder stops renewing."""
+    cluster.create_deployment("web", replicas=1)
+    first = deploy({"web": k8s_service(cluster, replicas=2)})
+    first.up()
+    wait_for(lambda: len(ready_ids(first)) == 2, 30, "2 ready replicas on the first")
+    second = deploy({"web": k8s_service(cluster, replicas=2)})
+    # a standby adopts the pods but its loop waits on the Lease: `up` says "not ready"
+    waiting = second.cli("up", "--detach", "--timeout", "2", check=False)
+    assert waiting.returncode == 1 and "not ready" in waiting.stderr
+
+    def standby_event() -> bool:
+        return any("standby" in e.get("message", "") for e in second.events("web"))
+
+    wait_for(standby_event, 20, "the second controller waiting on the Lease")
+    second.cli("scale", "web", "3")
+    lease_path = "/apis/coordination.k8s.io/v1/namespaces/default/leases/skylift-web"
+    renewed = cluster.get(lease_path)["spec"]["renewTime"]
+    # the holder renews (a tick or two) while the second keeps its hands off the count
+    wait_for(lambda: cluster.get(lease_path)["spec"]["renewTime"] != renewed, 10, "a renewal")
+    assert cluster.get(lease_path)["spec"]["holderIdentity"].endswith(f":{first.controller_pid()}")
+    assert cluster.replicas("web") == 2
+
+    os.kill(first.controller_pid(), signal.SIGKILL)  # stops renewing
+    wait_for(lambda: cluster.replicas("web") == 3, 30, "the second scaling to 3 after take-over")
+    lease = cluster.get(lease_path)["spec"]
+    assert lease["holderIdentity"].endswith(f":{second.controller_pid()}")
+    assert lease["leaseTransitions"] == 1
+    wait_for(lambda: len(ready_ids(second)) == 3, 30, "3 ready replicas on the second")
+    wait_for(lambda: served_by(second) == set(live_pods(cluster)), 20, "HAProxy serving 3 pods")
+    assert cluster.state()["invalid"] == []

@@ -15,11 +15,20 @@ from typing import Any
 import httpx
 import psutil
 
+from skylift.loadgen import constant_plan, run_load_in_thread
 from tests.e2e.harness import Deployment, wait_for
 from tests.integration.kubernetes.emulator import EmulatedCluster
+from tests.loadcheck import CLIENT_TIMEOUT, assert_no_failed_request
 from tests.ports import free_port
 
 Deploy = Callable[..., Deployment]
+POLICY: dict[str, Any] = {
+    "min": 1,
+    "max": 3,
+    "interval": "1s",
+    "checks": [{"kind": "target", "metric": "rps", "target": 5.0, "tolerance": "10%"}],
+    "behavior": {"up": {"stabilization": "0s"}, "down": {"stabilization": "3s"}},
+}
 
 
 def k8s_service(cluster: EmulatedCluster, replicas: int, **backend: Any) -> dict[str, Any]:
@@ -65,37 +74,38 @@ def ready_ids(d: Deployment) -> set[str]:
     return {r["id"] for r in d.service()["replicas"] if r["state"] == "ready"}
 
 
-def test_scales_a_deployment_up_and_down_through_haproxy(
+def test_autoscales_the_deployment_from_measured_load(
     deploy: Deploy, cluster: EmulatedCluster
 ) -> None:
+    """The shared engine, fed by HAProxy's request rate, scales the Deployment 1 -> 3 -> 1;
+    scale-in removes exactly the drained pods (pod-deletion-cost)."""
     cluster.create_deployment("web", replicas=1)
-    d = deploy({"web": k8s_service(cluster, replicas=2)})
+    d = deploy({"web": {**k8s_service(cluster, replicas=1), "autoscale": POLICY}})
+    d.settings = {"interval": "1s", "metrics": {"window": "3s"}}
+    d.write()
     d.up()
-    wait_for(lambda: len(ready_ids(d)) == 2, 30, "2 ready replicas")
-    assert cluster.replicas("web") == 2  # the free pod was claimed, one more scaled up
-    pods = live_pods(cluster)
-    assert set(pods.values()) == ready_ids(d)  # each pod annotated with its replica
-    wait_for(lambda: served_by(d) == set(pods), 20, "HAProxy serving both pods")
+    wait_for(lambda: len(ready_ids(d)) == 1, 30, "1 ready replica")
+    assert cluster.replicas("web") == 1  # the Deployment's own pod was claimed
+    plan = constant_plan(d.frontend(), "/", rps=15, duration=25, timeout=CLIENT_TIMEOUT)
+    with run_load_in_thread(plan) as load:
+        wait_for(lambda: len(ready_ids(d)) == 3, 40, "scale-out to 3 ready replicas")
+        assert cluster.replicas("web") == 3
+        pods = live_pods(cluster)
+        assert set(pods.values()) == ready_ids(d)  # each pod annotated with its replica
+        wait_for(lambda: served_by(d, 12) == set(pods), 20, "HAProxy serving the 3 pods")
+    assert_no_failed_request(load.result(), at_least=0.9 * 15 * 25)
 
-    d.cli("scale", "web", "3")
-    wait_for(lambda: len(ready_ids(d)) == 3, 30, "3 ready replicas")
-    assert cluster.replicas("web") == 3
-    wait_for(lambda: served_by(d) == set(live_pods(cluster)), 20, "HAProxy serving 3 pods")
-
-    keep = sorted(ready_ids(d))
-    d.cli("scale", "web", "1")
-    wait_for(lambda: len(d.service()["replicas"]) == 1, 40, "scale-in to 1 replica")
+    wait_for(lambda: len(d.service()["replicas"]) == 1, 60, "scale-in to 1 replica")
     assert cluster.replicas("web") == 1
     (survivor,) = d.service()["replicas"]
-    assert survivor["id"] in keep
-    # the ReplicaSet removed exactly the drained pods (pod-deletion-cost), not others
+    assert survivor["id"] in set(pods.values())
+    # the ReplicaSet removed exactly the drained pods, not the survivor's
     wait_for(lambda: list(live_pods(cluster).values()) == [survivor["id"]], 20, "one pod left")
     wait_for(lambda: served_by(d, 10) == set(live_pods(cluster)), 20, "HAProxy on the survivor")
     state = cluster.state()
     assert state["invalid"] == []  # every emulator answer passed kubernetes-validate --strict
-    assert any(
-        c.startswith("PUT ") and c.endswith("/deployments/web/scale") for c in state["calls"]
-    )
+    scale_puts = [c for c in state["calls"] if c.startswith("PUT ") and c.endswith("/web/scale")]
+    assert len(scale_puts) == 4  # +1, +1, -1, -1: one Scale write per replica
 
 
 def test_restarted_controller_adopts_the_pods(deploy: Deploy, cluster: EmulatedCluster) -> None:

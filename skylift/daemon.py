@@ -124,10 +124,14 @@ def build_backend(loaded: LoadedConfig, name: str, svc: Service) -> Backend:
             base_dir=loaded.base_dir,
         )
     if isinstance(svc.backend, KubernetesBackendConfig):
-        from skylift.backends.kubernetes import KubernetesBackend
+        from skylift.backends.kubernetes import KubernetesBackend, advisor_manifest
 
         return KubernetesBackend(
-            name, svc.backend, project=loaded.config.project, base_dir=loaded.base_dir
+            name,
+            svc.backend,
+            project=loaded.config.project,
+            base_dir=loaded.base_dir,
+            hpa=advisor_manifest(loaded.config, name),
         )
     return ProcessBackend(name, svc.backend, loaded.base_dir, loaded.state_dir)
 

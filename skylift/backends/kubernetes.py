@@ -45,7 +45,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 try:
     import httpx2
@@ -60,11 +60,11 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     ) from exc
 
 from skylift.backends.base import BackendError, StartFailed
+from skylift.backends.kubernetes_advisor import advisor_hpa, write_hpa
 from skylift.backends.kubernetes_lease import KubernetesLease
+from skylift.config.kubernetes import KubernetesBackend as KubernetesBackendConfig
+from skylift.config.root import SkyliftConfig
 from skylift.model import Replica, ReplicaState
-
-if TYPE_CHECKING:
-    from skylift.config.kubernetes import KubernetesBackend as KubernetesBackendConfig
 
 ANNOTATION_REPLICA = "skylift/replica"
 ANNOTATION_PROJECT = "skylift/project"
@@ -152,6 +152,7 @@ class KubernetesBackend:
         base_dir: Path | None = None,
         client_factory: Callable[[], AsyncClient] | None = None,
         sync_client_factory: Callable[[], Client] | None = None,
+        hpa: Mapping[str, Any] | None = None,
     ) -> None:
         self.service_name = service_name
         self.project = project
@@ -170,6 +171,8 @@ class KubernetesBackend:
         self._pods_taken = float("-inf")  # monotonic, when that list was asked for
         self._exit_codes: dict[str, int] = {}
         self._scale_lock = asyncio.Lock()
+        self.hpa = hpa  # advisor mode: the HPA written while this controller leads
+        self._hpa_written = False
 
     # -- clients ------------------------------------------------------------
 
@@ -242,7 +245,7 @@ class KubernetesBackend:
 
     async def refresh(self) -> None:
         """Renew (or wait for) the Lease, then list the Deployment's pods (two or three calls)."""
-        await self.client()
+        client = await self.client()
         lease = self._lease
         assert lease is not None
         held = await self._bounded(f"renew {lease.describe()}", lease.step)
@@ -250,6 +253,11 @@ class KubernetesBackend:
         pods = await self._bounded("list pods", self._list_pods)
         self._pods = {p.metadata.name: p for p in pods if p.metadata and p.metadata.name}
         self._pods_taken = taken
+        if held and self.hpa is not None and not self._hpa_written:
+            manifest = self.hpa
+            await self._bounded("write the HPA", lambda: write_hpa(client, manifest))
+            self._hpa_written = True
+        self._hpa_written = self._hpa_written and held
         if not held:
             raise NotLeader(
                 f"standby: {lease.describe()} is held by {lease.holder!r}; this controller "
@@ -312,10 +320,6 @@ class KubernetesBackend:
         if replica_id in self._known:
             raise ValueError(f"replica {replica_id!r} is already running")
         await self._require_leader()
-        if self.config.mode == "advisor":
-            raise StartFailed(
-                "backend.mode is advisor: the HPA scales the Deployment, skylift does not"
-            )
         async with self._scale_lock:
             pod = await self._bounded("claim a pod", lambda: self._claim(replica_id))
         name = pod.metadata.name if pod.metadata and pod.metadata.name else ""
@@ -328,6 +332,11 @@ class KubernetesBackend:
         client = await self.client()
         pods = await self._list_pods()
         free = self._free(pods)
+        if not free and self.config.mode == "advisor":
+            raise StartFailed(
+                f"backend.mode is advisor: the HPA sets the count of Deployment "
+                f"{self.namespace}/{self.deployment} and no pod of it is free to claim"
+            )
         if not free:
             await self._scale_by(+1)
             deadline = time.monotonic() + START_WAIT
@@ -565,3 +574,11 @@ class KubernetesBackend:
             name: (pod.status.phase if pod.status else None)
             for name, pod in (self._pods or {}).items()
         }
+
+
+def advisor_manifest(config: SkyliftConfig, service: str) -> dict[str, Any] | None:
+    """The HPA a service in ``mode: advisor`` has skylift write; None in ``mode: scale``."""
+    backend = config.services[service].backend
+    if not isinstance(backend, KubernetesBackendConfig) or backend.mode != "advisor":
+        return None
+    return advisor_hpa(config, service, backend.deployment_name(service), backend.namespace)

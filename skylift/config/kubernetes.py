@@ -116,3 +116,20 @@ class KubernetesBackend(BaseModel):
 
     def lease_name(self, service: str) -> str:
         return self.lease or f"skylift-{self.deployment_name(service)}"
+
+
+def advisor_problem(backend: object, autoscale: object | None) -> str | None:
+    """Why a service in ``mode: advisor`` is misconfigured, or None.
+
+    The HPA skylift writes is the service's policy; the controller must not also
+    scale on it, so the policy runs with ``dry_run: true`` (decide and explain only).
+    """
+    if not isinstance(backend, KubernetesBackend) or backend.mode != "advisor":
+        return None
+    if autoscale is None or not getattr(autoscale, "dry_run", False):
+        return (
+            "backend.mode advisor writes an HPA from the service's autoscale policy and "
+            "leaves scaling to it: add `autoscale: {..., dry_run: true}` (skylift then "
+            "explains but never scales)"
+        )
+    return None

@@ -16,7 +16,7 @@ from pydantic import (
 
 from skylift.config.base import ENV_NAME, EngineMetric, Listen, Model, PortRange, _parse_listen
 from skylift.config.docker import DockerBackend
-from skylift.config.kubernetes import KubernetesBackend
+from skylift.config.kubernetes import KubernetesBackend, advisor_problem
 from skylift.config.swarm import SwarmBackend
 from skylift.engine import ScalingPolicy
 from skylift.metrics.resources import Bytes, Resources
@@ -292,6 +292,12 @@ class Service(Model):
         if isinstance(backend, DockerBackend | SwarmBackend):
             own = Resources(cpu=own.cpu or backend.cpus, memory=own.memory or backend.memory)
         return own if own.cpu is not None or own.memory is not None else None
+
+    @model_validator(mode="after")
+    def _advisor_dry_run(self) -> Service:
+        if (problem := advisor_problem(self.backend, self.autoscale)) is not None:
+            raise ValueError(problem)
+        return self
 
     @model_validator(mode="after")
     def _autoscale_fits(self) -> Service:

@@ -125,6 +125,9 @@ def test_restarted_controller_adopts_the_pods(deploy: Deploy, cluster: EmulatedC
     wait_for(lambda: ready_ids(d) == set(before.values()), 30, "the same replicas ready")
     assert live_pods(cluster) == before  # adopted: no pod replaced, none added
     assert cluster.replicas("web") == 2
+    assert not any(
+        c.startswith("PUT ") and c.endswith("/web/scale") for c in cluster.state()["calls"]
+    )
     wait_for(lambda: served_by(d) == set(before), 20, "HAProxy serving the adopted pods")
 
 

@@ -170,6 +170,7 @@ class KubernetesBackend:
         self._pods: dict[str, Pod] | None = None  # pod name -> pod, from the last refresh
         self._pods_taken = float("-inf")  # monotonic, when that list was asked for
         self._exit_codes: dict[str, int] = {}
+        self._claimed_at: dict[str, float] = {}  # replica id -> monotonic, start's begin
         self._scale_lock = asyncio.Lock()
         self.hpa = hpa  # advisor mode: the HPA written while this controller leads
         self._hpa_written = False
@@ -223,10 +224,14 @@ class KubernetesBackend:
             trust_env=False,
         )
 
-    async def _bounded(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """One apiserver step, at most ``backend.timeout``; errors become BackendError."""
+    async def _bounded(
+        self, what: str, call: Callable[[], Awaitable[T]], within: float | None = None
+    ) -> T:
+        """One apiserver step, at most ``within`` (default ``backend.timeout``; each of
+        its calls has that client timeout too); errors become BackendError."""
+        within = within if within is not None else self.config.timeout
         try:
-            async with asyncio.timeout(self.config.timeout):
+            async with asyncio.timeout(within):
                 return await call()
         except ApiError as exc:
             raise BackendError(
@@ -234,8 +239,7 @@ class KubernetesBackend:
             ) from exc
         except (httpx2.HTTPError, TimeoutError, OSError) as exc:
             raise BackendError(
-                f"{what}: the apiserver did not answer within {self.config.timeout:g}s "
-                f"({type(exc).__name__}: {exc})"
+                f"{what}: not done within {within:g}s ({type(exc).__name__}: {exc})"
             ) from exc
 
     # -- the Refreshable protocol ------------------------------------------
@@ -320,12 +324,16 @@ class KubernetesBackend:
         if replica_id in self._known:
             raise ValueError(f"replica {replica_id!r} is already running")
         await self._require_leader()
+        claimed_at = time.monotonic()  # a list asked for before this cannot show the pod
         async with self._scale_lock:
-            pod = await self._bounded("claim a pod", lambda: self._claim(replica_id))
+            pod = await self._bounded(
+                "claim a pod", lambda: self._claim(replica_id), START_WAIT + self.config.timeout
+            )
         name = pod.metadata.name if pod.metadata and pod.metadata.name else ""
         pod = await self._wait_ready(name)
         replica = self._replica_of(pod, replica_id)
         self._known[replica_id] = replica
+        self._claimed_at[replica_id] = claimed_at
         return replica
 
     async def _claim(self, replica_id: str) -> Pod:
@@ -443,10 +451,13 @@ class KubernetesBackend:
         try:
             async with self._scale_lock:
                 return await self._bounded(
-                    f"stop pod {replica.handle.get('pod')}", lambda: self._stop(replica)
+                    f"stop pod {replica.handle.get('pod')}",
+                    lambda: self._stop(replica),
+                    6 * self.config.timeout,  # read, mark, scale (maybe retried), wait, delete
                 )
         finally:
             self._known.pop(replica.id, None)
+            self._claimed_at.pop(replica.id, None)
 
     async def _stop(self, replica: Replica) -> int | None:
         client = await self.client()
@@ -502,9 +513,8 @@ class KubernetesBackend:
             return True
         pod = pods.get(replica.handle.get("pod", ""))
         if pod is None or pod.metadata is None or pod.metadata.uid != replica.handle.get("uid"):
-            known = self._known.get(replica.id)
-            # started after the list was asked for: not in it yet
-            return known is not None and (known.started_at or 0) > time.time() - 5
+            # claimed after the list was asked for: not in it yet
+            return self._claimed_at.get(replica.id, float("-inf")) > self._pods_taken
         if not pod_live(pod):
             code = pod_exit_code(pod)
             if code is not None:

@@ -294,13 +294,17 @@ class KubernetesBackend:
     # -- the Backend protocol -----------------------------------------------
 
     async def _require_leader(self) -> None:
-        """Act only while the Lease is trusted; one renewal is tried first when it is not
-        (the first start before any tick, `skylift down` with no controller running)."""
+        """Act only while the Lease is trusted. When it is not (the controller's loop
+        always renews first, so: `skylift down` with no controller running), take part
+        in the election for up to 1.5 lease durations: a crashed holder's Lease is
+        taken over once its record stood still for a whole duration."""
         await self.client()
         lease = self._lease
         assert lease is not None
-        if not lease.trusted():
-            await self._bounded(f"renew {lease.describe()}", lease.step)
+        deadline = time.monotonic() + 1.5 * self.config.lease_duration
+        while not lease.trusted() and time.monotonic() < deadline:
+            if not await self._bounded(f"renew {lease.describe()}", lease.step):
+                await asyncio.sleep(min(1.0, self.config.lease_duration / 4))
         if not lease.trusted():
             holder = lease.holder
             raise NotLeader(

@@ -130,15 +130,23 @@ def test_restarted_controller_adopts_the_pods(deploy: Deploy, cluster: EmulatedC
     )
     wait_for(lambda: served_by(d) == set(before), 20, "HAProxy serving the adopted pods")
 
+    pid = d.controller_pid()
+    os.kill(pid, signal.SIGKILL)  # crashed again: `down` runs without a controller
+    wait_for(lambda: not psutil.pid_exists(pid), 10, "the controller gone")
+    d.cli("down", timeout=90)  # takes the dead holder's Lease over, then scales to 0
+    assert cluster.replicas("web") == 0
+    wait_for(lambda: live_pods(cluster) == {}, 20, "every pod gone")
+
 
 def test_two_controllers_one_lease(deploy: Deploy, cluster: EmulatedCluster) -> None:
     """Two controllers (own state and store each) on one Deployment: only the Lease
     holder acts; the other takes over once the holder stops renewing."""
     cluster.create_deployment("web", replicas=1)
-    first = deploy({"web": k8s_service(cluster, replicas=2)})
+    # 6 s: a loaded CI host stalling the holder's ticks must not hand the Lease over early
+    first = deploy({"web": k8s_service(cluster, replicas=2, lease_duration="6s")})
     first.up()
     wait_for(lambda: len(ready_ids(first)) == 2, 30, "2 ready replicas on the first")
-    second = deploy({"web": k8s_service(cluster, replicas=2)})
+    second = deploy({"web": k8s_service(cluster, replicas=2, lease_duration="6s")})
     # a standby adopts the pods but its loop waits on the Lease: `up` says "not ready"
     waiting = second.cli("up", "--detach", "--timeout", "2", check=False)
     assert waiting.returncode == 1 and "not ready" in waiting.stderr
@@ -163,3 +171,5 @@ def test_two_controllers_one_lease(deploy: Deploy, cluster: EmulatedCluster) -> 
     wait_for(lambda: len(ready_ids(second)) == 3, 30, "3 ready replicas on the second")
     wait_for(lambda: served_by(second) == set(live_pods(cluster)), 20, "HAProxy serving 3 pods")
     assert cluster.state()["invalid"] == []
+    second.cli("down", timeout=90)  # the leader scales to 0 (the first's teardown finds none)
+    assert cluster.replicas("web") == 0

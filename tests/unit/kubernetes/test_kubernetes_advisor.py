@@ -88,9 +88,13 @@ async def test_the_leader_writes_the_hpa_and_a_standby_does_not() -> None:
     assert (
         sum(c.startswith("POST ") and "horizontalpodautoscalers" in c for c in emulator.calls) == 1
     )
-    with pytest.raises(NotLeader):  # a standby never scales: no Scale is read or written
-        await standby.start("web", "web-1")
-    assert not any(c.endswith("/scale") for c in emulator.calls)
+    await leader.refresh()  # renewing: the HPA is written once per leadership
+    with pytest.raises(NotLeader):
+        await standby.refresh()
+    assert (
+        sum(c.startswith(("POST ", "PUT ")) and "horizontalpod" in c for c in emulator.calls) == 1
+    )
+    assert not any(c.endswith("/scale") for c in emulator.calls)  # advisor: never scaled
     assert emulator.invalid == []
 
 

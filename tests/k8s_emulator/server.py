@@ -51,6 +51,7 @@ import signal
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -66,6 +67,8 @@ KUBERNETES_VERSION = "1.33"
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 KUBELET_EVERY = 0.1  # seconds between kubelet/ReplicaSet passes
 PROBE_TIMEOUT = 1.0
+POD_MARK = "K8S_EMULATOR_POD"
+"""Environment variable every pod process carries (its pod's uid)."""
 
 Obj = dict[str, Any]
 
@@ -150,6 +153,7 @@ class Emulator:
     calls: list[str] = field(default_factory=list)  # "VERB path" of every request, for tests
     invalid: list[str] = field(default_factory=list)  # answers that failed validation
     created: dict[str, int] = field(default_factory=dict)  # pod uid -> creation order
+    pids_file: Path | None = None  # each pod process's pid is appended here
 
     def bump(self, obj: Obj) -> Obj:
         obj["metadata"]["resourceVersion"] = str(next(self.revision))
@@ -416,8 +420,12 @@ class Emulator:
             for a in [*container.get("command", []), *container.get("args", [])]
         ]
         env = {**os.environ, **{v["name"]: expand_env(v, pod) for v in container.get("env") or []}}
+        env[POD_MARK] = pod["metadata"]["uid"]  # how a test finds a pod left behind
         process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
         self.runs[pod["metadata"]["uid"]] = PodRun(process, port)
+        if self.pids_file is not None:
+            with self.pids_file.open("a", encoding="ascii") as pids:
+                pids.write(f"{process.pid}\n")
         self.created[pod["metadata"]["uid"]] = len(self.created)
         self.objects[("pods", meta["namespace"], name)] = self.bump(pod)
 

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from tests import polling
-from tests.k8s_emulator.server import validate
+from tests.k8s_emulator.server import POD_MARK, validate
 from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[3]
@@ -106,7 +107,7 @@ def demo_deployment(name: str, replicas: int, namespace: str = "default") -> dic
 @contextlib.contextmanager
 def emulated_cluster(tmp: Path) -> Iterator[EmulatedCluster]:
     """The emulator on a free port, bearer token required; killed (with its pods) after."""
-    token_file = tmp / "token"
+    token_file, pids_file = tmp / "token", tmp / "pod-pids"
     token_file.write_text(TOKEN + "\n")
     port = free_port()
     process = subprocess.Popen(
@@ -118,6 +119,8 @@ def emulated_cluster(tmp: Path) -> Iterator[EmulatedCluster]:
             str(port),
             "--token-file",
             str(token_file),
+            "--pids-file",
+            str(pids_file),
         ],
         cwd=REPO,
         env=os.environ.copy(),
@@ -142,3 +145,8 @@ def emulated_cluster(tmp: Path) -> Iterator[EmulatedCluster]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+        # pods of an emulator that could not stop them (each leads its own session)
+        for pid in pids_file.read_text().split() if pids_file.exists() else []:
+            with contextlib.suppress(psutil.Error):
+                if POD_MARK in psutil.Process(int(pid)).environ():  # not a reused pid
+                    psutil.Process(int(pid)).kill()

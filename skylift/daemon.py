@@ -36,6 +36,7 @@ from skylift.config import (
     ProcessBackend as ProcessBackendConfig,
 )
 from skylift.config.docker import DockerBackend as DockerBackendConfig
+from skylift.config.kubernetes import KubernetesBackend as KubernetesBackendConfig
 from skylift.config.swarm import SwarmBackend as SwarmBackendConfig
 from skylift.controller.apply import STOP_GRACE
 from skylift.controller.core import Controller
@@ -121,6 +122,16 @@ def build_backend(loaded: LoadedConfig, name: str, svc: Service) -> Backend:
             project=loaded.config.project,
             stop_grace=svc.stop_grace,
             base_dir=loaded.base_dir,
+        )
+    if isinstance(svc.backend, KubernetesBackendConfig):
+        from skylift.backends.kubernetes import KubernetesBackend, advisor_manifest
+
+        return KubernetesBackend(
+            name,
+            svc.backend,
+            project=loaded.config.project,
+            base_dir=loaded.base_dir,
+            hpa=advisor_manifest(loaded.config, name),
         )
     return ProcessBackend(name, svc.backend, loaded.base_dir, loaded.state_dir)
 

@@ -14,7 +14,7 @@ from pydantic import (
 )
 
 ENV_PREFIX = "SKYLIFT_"
-BACKEND_KINDS = ("process", "docker", "swarm")
+BACKEND_KINDS = ("process", "docker", "swarm", "kubernetes")
 EngineMetric = Literal["cpu", "memory", "rps", "connections", "p95_latency", "queue"]
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 """What an environment variable name may look like."""

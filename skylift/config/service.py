@@ -16,6 +16,7 @@ from pydantic import (
 
 from skylift.config.base import ENV_NAME, EngineMetric, Listen, Model, PortRange, _parse_listen
 from skylift.config.docker import DockerBackend
+from skylift.config.kubernetes import KubernetesBackend, advisor_problem
 from skylift.config.swarm import SwarmBackend
 from skylift.engine import ScalingPolicy
 from skylift.metrics.resources import Bytes, Resources
@@ -234,8 +235,12 @@ class Service(Model):
     frontend: Listen = Field(description="where HAProxy listens for this service, HOST:PORT")
     replicas: int = Field(1, ge=1, le=1000, description="desired replicas without autoscaling")
     backend: Annotated[
-        ProcessBackend | DockerBackend | SwarmBackend, Field(discriminator="kind")
-    ] = Field(description="where replicas run: `kind: process` (default), `docker` or `swarm`")
+        ProcessBackend | DockerBackend | SwarmBackend | KubernetesBackend,
+        Field(discriminator="kind"),
+    ] = Field(
+        description="where replicas run: `kind: process` (default), `docker`, `swarm` or "
+        "`kubernetes`"
+    )
     health: HealthCheck = HealthCheck()
     drain_timeout: Duration = Field(30.0, description="longest wait for sessions to end")
     stop_grace: Duration = Field(10.0, description="SIGTERM to SIGKILL")
@@ -287,6 +292,12 @@ class Service(Model):
         if isinstance(backend, DockerBackend | SwarmBackend):
             own = Resources(cpu=own.cpu or backend.cpus, memory=own.memory or backend.memory)
         return own if own.cpu is not None or own.memory is not None else None
+
+    @model_validator(mode="after")
+    def _advisor_dry_run(self) -> Service:
+        if (problem := advisor_problem(self.backend, self.autoscale)) is not None:
+            raise ValueError(problem)
+        return self
 
     @model_validator(mode="after")
     def _autoscale_fits(self) -> Service:

@@ -137,14 +137,16 @@ RPS = 15
         "process",
         pytest.param("docker", marks=pytest.mark.docker),
         pytest.param("swarm", marks=pytest.mark.docker),
-        # the suite on the 3-node lab: ~4 minutes more, so opt-in (docs/swarm.md)
+        # the suite on the 3-node lab (~4 minutes on the Docker worker; issue 15's
+        # "the shared scenario suite runs on the multi-node swarm too"):
+        # SKYLIFT_SCENARIOS_MULTINODE=0 leaves it out of a quick local run
         pytest.param(
             "swarm-multinode",
             marks=[
                 pytest.mark.docker,
                 pytest.mark.skipif(
-                    os.environ.get("SKYLIFT_SCENARIOS_MULTINODE") != "1",
-                    reason="set SKYLIFT_SCENARIOS_MULTINODE=1 to run the suite on the swarm lab",
+                    os.environ.get("SKYLIFT_SCENARIOS_MULTINODE") == "0",
+                    reason="SKYLIFT_SCENARIOS_MULTINODE=0: the suite on the swarm lab is off",
                 ),
             ],
         ),

@@ -16,8 +16,23 @@ from typing import Annotated, Any
 
 import typer
 
-from skylift.cli.common import EXIT_USAGE, ConfigOpt, Output, OutputOpt, emit, fail, load_or_exit
-from skylift.plan.roadmap import CapacityFigures, PlanInputs, build_plan
+from skylift.cli.common import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    ConfigOpt,
+    Output,
+    OutputOpt,
+    emit,
+    fail,
+    load_or_exit,
+)
+from skylift.plan.roadmap import (
+    CapacityFigures,
+    PlanInputs,
+    build_plan,
+    next_phase_hosts,
+    price_next_phase,
+)
 
 
 def _months(value: str | None) -> tuple[float, float] | None:
@@ -35,6 +50,32 @@ def _months(value: str | None) -> tuple[float, float] | None:
     return low, high
 
 
+def _price(
+    path: Path,
+    instance: str | None,
+    next_phase: int,
+    peak: float | None,
+    capacity: CapacityFigures | None,
+    regions: int,
+) -> tuple[float, dict[str, Any], str]:
+    """The next phase's monthly on-demand cost from a price file (and what it assumed)."""
+    from skylift.cost.prices import PriceError, load_prices
+
+    try:
+        price_list = load_prices(path)
+        region, _, name = (instance or "").rpartition("/")
+        region_name, type_name, kind = price_list.instance(region or None, name or None)
+    except PriceError as exc:
+        raise fail(str(exc), EXIT_FAILURE) from None
+    hosts, formula = next_phase_hosts(
+        next_phase, peak, None if capacity is None else capacity.max_rps_per_host, regions
+    )
+    monthly, basis = price_next_phase(
+        hosts, formula, kind.on_demand, type_name, region_name, price_list.date.isoformat()
+    )
+    return monthly, basis, price_list.currency
+
+
 def plan_command(
     config: ConfigOpt = Path("skylift.yaml"),
     service: Annotated[
@@ -43,8 +84,19 @@ def plan_command(
     metric: Annotated[str, typer.Option(help="stored history metric of traffic")] = "rps",
     next_phase_cost: Annotated[
         float | None,
-        typer.Option(help="next phase's monthly cost (until the cost model feeds it)"),
+        typer.Option(help="next phase's monthly cost, given (else priced with --prices)"),
     ] = None,
+    prices: Annotated[
+        Path | None,
+        typer.Option(help="price file (examples/prices.yaml): price the next phase's hosts"),
+    ] = None,
+    instance: Annotated[
+        str | None,
+        typer.Option(help="REGION/TYPE or TYPE of the price file (default: its first)"),
+    ] = None,
+    regions: Annotated[
+        int, typer.Option(min=1, help="regions the next phase runs in (the roadmap's: 3)")
+    ] = 3,
     currency: Annotated[str, typer.Option(help="currency of the costs")] = "USD",
     budget: Annotated[float | None, typer.Option(help="monthly budget for the next phase")] = None,
     next_phase_months: Annotated[
@@ -93,6 +145,13 @@ def plan_command(
         )
     )
     phase = current_phase(facts)
+    cost_basis: dict[str, Any] | None = None
+    if prices is not None:
+        if next_phase_cost is not None:
+            raise fail("give --next-phase-cost or --prices, not both", EXIT_USAGE)
+        next_phase_cost, cost_basis, currency = _price(
+            prices, instance, phase + 1, seen.peak, capacity, regions
+        )
     inputs = PlanInputs(
         now=now,
         service=service,
@@ -102,6 +161,7 @@ def plan_command(
         growth=seen.growth,
         history_days=len(seen.peaks),
         next_phase_cost=next_phase_cost,
+        cost_basis=cost_basis,
         currency=currency,
         budget=budget,
         months={} if months is None else {phase + 1: months},

@@ -136,9 +136,54 @@ class PlanInputs:
     growth: Growth | None
     history_days: int
     next_phase_cost: float | None = None
+    cost_basis: Mapping[str, Any] | None = None
+    """how ``next_phase_cost`` was priced (:func:`price_next_phase`), None when given"""
     currency: str = "USD"
     budget: float | None = None
     months: Mapping[int, tuple[float, float]] = field(default_factory=dict)
+
+
+HOURS_PER_MONTH = 730.0
+ROADMAP_REGIONS = 3
+"""The roadmap's phase 2 names three regions (us, eu, asia)."""
+
+
+def next_phase_hosts(
+    next_phase: int, peak_rps: float | None, max_rps_per_host: float | None, regions: int
+) -> tuple[int, str]:
+    """How many application hosts the next phase runs on, and the formula used.
+
+    Phase 1 stays on the one host. Phases 2 and 3 put a pool in each region,
+    traffic split evenly, each region with at least one host:
+    ``regions x max(1, ceil(peak / (regions x max_rps_per_host)))``. Databases,
+    standbys and the edge are not counted (they may share the hosts).
+    """
+    if next_phase <= 1:
+        return 1, "phase 1 keeps the one host: 1"
+    if peak_rps is None or not max_rps_per_host:
+        return regions, f"{regions} regions x 1 host (no peak or capacity measured)"
+    per_region = max(1, math.ceil(peak_rps / (regions * max_rps_per_host)))
+    return (
+        regions * per_region,
+        f"{regions} regions x max(1, ceil({peak_rps:.1f} rps / ({regions} x "
+        f"{max_rps_per_host:.1f} rps per host))) = {regions * per_region}",
+    )
+
+
+def price_next_phase(
+    hosts: int, formula: str, hourly: float, instance: str, region: str, price_date: str
+) -> tuple[float, dict[str, Any]]:
+    """Monthly on-demand cost of ``hosts`` instances, with what it assumed."""
+    monthly = round(hosts * hourly * HOURS_PER_MONTH, 2)
+    return monthly, {
+        "hosts": hosts,
+        "hosts_formula": formula,
+        "instance": instance,
+        "price_region": region,
+        "hourly": hourly,
+        "price_date": price_date,
+        "formula": f"{hosts} hosts x {hourly} per hour x {HOURS_PER_MONTH:.0f} h",
+    }
 
 
 def limit_block(inputs: PlanInputs, phase: int) -> dict[str, Any]:
@@ -270,6 +315,7 @@ def build_plan(inputs: PlanInputs) -> dict[str, Any]:
             "months": [lo, hi],
             "cost_impact": nxt.cost_impact,
             "monthly_cost": inputs.next_phase_cost,
+            "cost_basis": None if inputs.cost_basis is None else dict(inputs.cost_basis),
             "currency": inputs.currency,
             "steps": list(nxt.steps),
         }

@@ -105,9 +105,16 @@ def test_plan_from_a_running_deployment_and_nasa_history(deploy: Deploy, tmp_pat
     faster = check_formula(plan(d))
     assert faster < days
     seed(d, growth=0.04, host_rps=180.0)
-    bigger = plan(d)
+    prices = Path(__file__).resolve().parents[2] / "examples" / "prices.yaml"
+    bigger = plan(d, "--prices", str(prices), "--instance", "hetzner-fsn1/cpx31")
+    jsonschema.validate(bigger, json.loads(SCHEMA.read_text()))
     assert check_formula(bigger) > faster
     assert bigger["limit"]["rps"] == 180.0
+    # the next phase (regions) priced from the price file: 3 regions, hosts for the peak
+    basis = bigger["next_phase"]["cost_basis"]
+    hosts = 3 * max(1, math.ceil(bigger["traffic"]["peak_rps"] / (3 * 180.0)))
+    assert (basis["hosts"], basis["instance"], basis["hourly"]) == (hosts, "cpx31", 0.0233)
+    assert bigger["next_phase"]["monthly_cost"] == round(hosts * 0.0233 * 730, 2)
 
     # prerequisites follow the deployment, not the config: one replica now
     d.cli("scale", "web", "1")

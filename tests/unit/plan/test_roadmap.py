@@ -11,6 +11,8 @@ from skylift.plan.roadmap import (
     Prerequisite,
     build_plan,
     current_phase,
+    next_phase_hosts,
+    price_next_phase,
 )
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
@@ -99,3 +101,13 @@ def test_plan_json_matches_the_committed_schema() -> None:
     schema = json.loads((Path(__file__).parents[3] / "docs" / "plan.schema.json").read_text())
     for plan in (build_plan(inputs()), build_plan(inputs(capacity=None, growth=None))):
         jsonschema.validate(json.loads(json.dumps(plan)), schema)
+
+
+def test_next_phase_hosts_and_their_price() -> None:
+    assert next_phase_hosts(1, 500.0, 100.0, 3)[0] == 1  # phase 1 stays on the one host
+    assert next_phase_hosts(2, None, 100.0, 3)[0] == 3  # nothing measured: one per region
+    assert next_phase_hosts(2, 250.0, 100.0, 3)[0] == 3  # 250 rps fits one host per region
+    hosts, formula = next_phase_hosts(3, 700.0, 100.0, 3)
+    assert hosts == 9 and "ceil(700.0 rps / (3 x 100.0 rps per host))" in formula
+    monthly, basis = price_next_phase(9, formula, 0.0233, "cpx31", "hetzner-fsn1", "2024-06-01")
+    assert monthly == round(9 * 0.0233 * 730, 2) and basis["hosts"] == 9

@@ -107,3 +107,16 @@ class EventSource(Protocol):
     """A backend that pushes replica deaths instead of waiting to be polled (docker)."""
 
     async def events(self) -> EventStream: ...
+
+
+@runtime_checkable
+class LosesNodes(Protocol):
+    """A backend whose replicas can go with their node (multi-node swarm).
+
+    Such a death is not the replica's fault: the controller replaces it without
+    counting a crash (no start-up backoff) and says why.
+    """
+
+    def lost_node(self, replica: Replica) -> bool:
+        """The replica's node is down, disconnected, drained or gone (last snapshot)."""
+        ...

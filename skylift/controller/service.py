@@ -37,6 +37,7 @@ from skylift.controller.protocols import (
     Backend,
     BackendEvent,
     Balancer,
+    LosesNodes,
     ReplicaFinder,
     ReplicaRecords,
 )
@@ -443,16 +444,22 @@ class ServiceLoop:
         code = self.backend.exit_code(replica)
         was = replica.state
         replica.state = ReplicaState.UNHEALTHY
-        crashed = was == ReplicaState.STARTING or (
-            tracked.ready_at is not None and now - tracked.ready_at < MIN_HEALTHY_UPTIME
+        # gone with its node (down or drained): not the replica's fault, no crash backoff
+        node_lost = isinstance(self.backend, LosesNodes) and self.backend.lost_node(replica)
+        crashed = not node_lost and (
+            was == ReplicaState.STARTING
+            or (tracked.ready_at is not None and now - tracked.ready_at < MIN_HEALTHY_UPTIME)
         )
         reported = self._reported.pop(replica.id, None)
         if reported == "unhealthy":
             reason = "reported unhealthy by its own HEALTHCHECK"
+        elif node_lost:
+            reason = f"lost with its node {replica.handle.get('node', '?')} (down or drained)"
         else:
             reason = f"exited with code {code}" if code is not None else "exited"
         detected_by = "backend_events" if reported else "poll"
-        self.recorder.metrics.replica_failures.labels(self.name, "exited").inc()
+        failure = "node_lost" if node_lost else "exited"
+        self.recorder.metrics.replica_failures.labels(self.name, failure).inc()
         if crashed:
             delay = self.crash.record_failure(now, f"{replica.id} {reason} during start-up")
             self.recorder.event(

@@ -92,6 +92,34 @@ async def test_dead_replica_is_removed_and_replaced() -> None:
     assert loop.crash.failures == 0  # it had been healthy for a while: not a crash loop
 
 
+class NodeLosingBackend(MemoryBackend):
+    """A memory backend whose replicas can go with their node (as multi-node swarm's)."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(service)
+        self.lost: set[str] = set()
+
+    def lost_node(self, replica: Replica) -> bool:
+        return replica.id in self.lost
+
+
+async def test_a_replica_lost_with_its_node_is_replaced_without_a_crash() -> None:
+    """Gone with its node moments after it became ready: not its fault, so no crash
+    backoff and the event says why (a fresh replica dying alone is a crash)."""
+    loop, _, balancer, store, clock = make_loop(desired=2)
+    backend = NodeLosingBackend("web")
+    loop.backend = backend
+    await settle(loop, clock)
+    victim = next(iter(backend.running))
+    backend.lost.add(victim)
+    backend.crash(victim, code=-9)
+    await settle(loop, clock)
+    assert loop.crash.failures == 0 and "replica_crashed" not in store.kinds()
+    exited = [e for e in store.events_list if e["kind"] == "replica_exited"]
+    assert len(exited) == 1 and "lost with its node" in exited[0]["message"]
+    assert loop.count(ReplicaState.READY) == 2
+
+
 async def test_failed_health_checks_rotate_the_replica_out() -> None:
     loop, backend, balancer, store, clock = make_loop()
     await settle(loop, clock)

@@ -953,7 +953,12 @@ class SwarmBackend(EngineBackend):
         return state in _NODE_GONE_STATES or availability == "drain"
 
     def lost_node(self, replica: Replica) -> bool:
-        """The replica's task is on a lost or drained node (from the last snapshot)."""
+        """The replica's task is on a lost or drained node (from the last snapshot).
+
+        Single-node: never (the snapshot lists no nodes, and the node is this host).
+        """
+        if not self._multinode:
+            return False
         task = self._task_view(replica)
         return isinstance(task, Mapping) and self._on_lost_node(task)
 

@@ -257,3 +257,17 @@ def test_a_create_answered_409_after_a_failover_is_our_own_service(
     backend._managers.failovers = 1
     assert backend._created_before_failover("p-web-1", "web-1", 0) == "s1"
     assert backend._created_before_failover("p-web-1", "web-2", 0) is None  # not this replica's
+
+
+def test_single_node_never_reports_a_lost_node() -> None:
+    """One node lists no nodes in its snapshot: a dead task there is the replica's own
+    failure (a crash loop must still be seen), never "lost with its node"."""
+    backend = SwarmBackend("web", SwarmConfig(image="a", port=80), project="p")
+    replica = Replica(
+        "web-1", "web", "127.0.0.1", 30000, handle={"service_id": "s", "task_id": "t"}
+    )
+    objects: dict[str, Any] = {
+        "t": {"ID": "t", "ServiceID": "s", "NodeID": "n1", "Status": {"State": "failed"}}
+    }
+    backend._snapshot = Snapshot(time.monotonic() + 1, objects)
+    assert backend.lost_node(replica) is False

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from skylift.cli import main
-from tests.ports import free_port
+from tests.ports import free_port_block
 
 
 def run(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
@@ -23,11 +23,15 @@ def run(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
+    # api, frontend and the replicas' range from one block: the default replica range
+    # (20000-20999) could hold a free port picked at random (a config error, not the test)
+    base = free_port_block(4)
     path = tmp_path / "skylift.yaml"
     path.write_text(
-        f"state_dir: state\napi: {{listen: 127.0.0.1:{free_port()}}}\nservices:\n  web:\n"
-        f"    frontend: 127.0.0.1:{free_port()}\n    backend:\n      kind: process\n"
+        f"state_dir: state\napi: {{listen: 127.0.0.1:{base}}}\nservices:\n  web:\n"
+        f"    frontend: 127.0.0.1:{base + 1}\n    backend:\n      kind: process\n"
         "      command: 'x --port {port}'\n"
+        f"      ports: {{start: {base + 2}, end: {base + 3}}}\n"
     )
     return path
 

@@ -1042,16 +1042,13 @@ class SwarmBackend(EngineBackend):
             state=ReplicaState.STARTING,
             pid=int(state["Pid"]) if state.get("Pid") else None,
             started_at=_epoch(state.get("StartedAt", "")),
-            handle={
-                "service_id": spec["ID"],
-                "created": spec["CreatedAt"],
-                "name": spec["Spec"]["Name"],
-                "task_id": task["ID"],
-                "container_id": container_id,
-                "image": self._config.image,
-                "log": str(attrs.get("LogPath") or ""),
-                "node": str(task.get("NodeID") or ""),
-            },
+            handle=self._handle(
+                spec,
+                task,
+                container_id,
+                str(attrs.get("LogPath") or ""),
+                str(task.get("NodeID") or ""),
+            ),
         )
 
     def _remote_replica_from(
@@ -1077,17 +1074,29 @@ class SwarmBackend(EngineBackend):
             state=ReplicaState.STARTING,
             pid=int(pid) if pid else None,
             started_at=_epoch(str(status.get("Timestamp") or "")),
-            handle={
-                "service_id": spec["ID"],
-                "created": spec["CreatedAt"],
-                "name": spec["Spec"]["Name"],
-                "task_id": task["ID"],
-                "container_id": container_id,
-                "image": self._config.image,
-                "log": "",  # on the node: `docker service logs <name>` on a manager reads it
-                "node": node_id,
-            },
+            # the log is on the node: `docker service logs <name>` on a manager reads it
+            handle=self._handle(spec, task, container_id, "", node_id),
         )
+
+    def _handle(
+        self,
+        spec: Mapping[str, Any],
+        task: Mapping[str, Any],
+        container_id: str,
+        log_path: str,
+        node_id: str,
+    ) -> dict[str, str]:
+        """What identifies a replica's service, task and container (kept in the store)."""
+        return {
+            "service_id": spec["ID"],
+            "created": spec["CreatedAt"],
+            "name": spec["Spec"]["Name"],
+            "task_id": task["ID"],
+            "container_id": container_id,
+            "image": self._config.image,
+            "log": log_path,
+            "node": node_id,
+        }
 
 
 def _task_state(task: Mapping[str, Any]) -> str:

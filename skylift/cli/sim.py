@@ -50,6 +50,20 @@ EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 EXIT_POLICY = 3
 
+# The cost options `simulate` and `bench` share (docs/cost.md).
+InstanceOpt = Annotated[
+    str | None, typer.Option("--instance", help="REGION/TYPE (default: cheapest per replica)")
+]
+CpuOpt = Annotated[str, typer.Option("--cpu", help="a replica's CPU request")]
+MemoryOpt = Annotated[str, typer.Option("--memory", help="a replica's memory request")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="spot interruption draws")]
+ToleranceOpt = Annotated[
+    str, typer.Option("--slo-tolerance", help="extra SLO minutes a mix may add")
+]
+MonthlyCapOpt = Annotated[
+    float | None, typer.Option("--monthly-cap", help="USD per month; show its SLO cost")
+]
+
 
 def _duration(value: str | None, flag: str) -> float | None:
     if value is None:
@@ -233,22 +247,15 @@ def simulate_command(
     cost: Annotated[
         Path | None, typer.Option("--cost", help="price file: add money (docs/cost.md)")
     ] = None,
-    instance: Annotated[
-        str | None,
-        typer.Option("--instance", help="REGION/TYPE (default: cheapest per replica)"),
-    ] = None,
-    cpu: Annotated[str, typer.Option("--cpu", help="a replica's CPU request")] = "0.5",
-    memory: Annotated[str, typer.Option("--memory", help="a replica's memory request")] = "1Gi",
+    instance: InstanceOpt = None,
+    cpu: CpuOpt = "0.5",
+    memory: MemoryOpt = "1Gi",
     mix: Annotated[
         str, typer.Option("--mix", help="run reported: cheapest, on-demand, reserved, spot")
     ] = "cheapest",
-    seed: Annotated[int, typer.Option("--seed", help="spot interruption draws")] = 0,
-    slo_tolerance: Annotated[
-        str, typer.Option("--slo-tolerance", help="extra SLO minutes a mix may add")
-    ] = f"{TOLERANCE:.0%}",
-    monthly_cap: Annotated[
-        float | None, typer.Option("--monthly-cap", help="USD per month; show its SLO cost")
-    ] = None,
+    seed: SeedOpt = 0,
+    slo_tolerance: ToleranceOpt = f"{TOLERANCE:.0%}",
+    monthly_cap: MonthlyCapOpt = None,
 ) -> None:
     """Replay a trace against one policy and print its elasticity scores (and money)."""
     if mix not in MIXES:
@@ -341,19 +348,12 @@ def bench_command(
     cost: Annotated[
         Path | None, typer.Option("--cost", help="price file: money per trace and mix")
     ] = None,
-    instance: Annotated[
-        str | None,
-        typer.Option("--instance", help="REGION/TYPE (default: cheapest per replica)"),
-    ] = None,
-    cpu: Annotated[str, typer.Option("--cpu", help="a replica's CPU request")] = "0.5",
-    memory: Annotated[str, typer.Option("--memory", help="a replica's memory request")] = "1Gi",
-    seed: Annotated[int, typer.Option("--seed", help="spot interruption draws")] = 0,
-    slo_tolerance: Annotated[
-        str, typer.Option("--slo-tolerance", help="extra SLO minutes a mix may add")
-    ] = f"{TOLERANCE:.0%}",
-    monthly_cap: Annotated[
-        float | None, typer.Option("--monthly-cap", help="USD per month; show its SLO cost")
-    ] = None,
+    instance: InstanceOpt = None,
+    cpu: CpuOpt = "0.5",
+    memory: MemoryOpt = "1Gi",
+    seed: SeedOpt = 0,
+    slo_tolerance: ToleranceOpt = f"{TOLERANCE:.0%}",
+    monthly_cap: MonthlyCapOpt = None,
 ) -> None:
     """Replay every trace under every policy; print the table and the best per trace.
 

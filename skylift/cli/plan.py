@@ -63,8 +63,7 @@ def _price(
 
     try:
         price_list = load_prices(path)
-        region, _, name = (instance or "").rpartition("/")
-        region_name, type_name, kind = price_list.instance(region or None, name or None)
+        region_name, type_name, kind = price_list.find(instance)
     except PriceError as exc:
         raise fail(str(exc), EXIT_FAILURE) from None
     hosts, formula = next_phase_hosts(

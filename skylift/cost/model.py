@@ -196,8 +196,7 @@ def choose_instance(
     the first region with the lowest on-demand price per replica that fits.
     """
     if spec is not None:
-        region, _, name = spec.rpartition("/")
-        region_name, type_name, instance = prices.instance(region or None, name)
+        region_name, type_name, instance = prices.find(spec)
         label = f"{region_name}/{type_name}"
         return label, instance, per_instance(instance, cpu, memory, label)
     region_name = next(iter(prices.regions))

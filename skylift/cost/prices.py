@@ -122,6 +122,11 @@ class PriceList(_Model):
     currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
     regions: dict[str, Region] = Field(min_length=1)
 
+    def find(self, spec: str | None) -> tuple[str, str, InstanceType]:
+        """``--instance`` as ``REGION/TYPE``, ``TYPE`` (first region) or None (first of both)."""
+        region, _, name = (spec or "").rpartition("/")
+        return self.instance(region or None, name or None)
+
     def instance(self, region: str | None, name: str | None) -> tuple[str, str, InstanceType]:
         """(region, type name, type): the first region / its first type when not given."""
         region_name = region if region is not None else next(iter(self.regions))
